@@ -1,0 +1,151 @@
+"""Who is calling: API keys, their issue and their check.
+
+A key reads ``sw_<key_id>_<secret>``. The key id (12 characters) is public and
+names the key; the secret (43 characters of ``[A-Za-z0-9]``, 256 bits of
+entropy) is shown once and stored only as an HMAC-SHA-256 keyed with the
+site's ``SECRET_KEY``. A password hasher would cost milliseconds per call and
+buys nothing against a 256-bit random secret; the key on the hash means a
+stolen table cannot even be checked offline without the site's secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings as django_settings
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from servicewire.conf import get_settings
+from servicewire.models import ApiKey, ClientApp
+
+_ALPHABET = string.ascii_letters + string.digits
+KEY_ID_LENGTH = 12
+# 62**43 > 2**256: the secret carries at least 256 bits of entropy.
+SECRET_LENGTH = 43
+_KEY_RE = re.compile(
+    rf"^sw_(?P<key_id>[A-Za-z0-9]{{{KEY_ID_LENGTH}}})_(?P<secret>[A-Za-z0-9]{{{SECRET_LENGTH}}})$"
+)
+_HASH_SALT = "servicewire.auth.api-key"
+# Compared against when the key id is unknown, so that an unknown id and a
+# wrong secret cost the same time and get the same answer.
+_DUMMY_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the client application and the key it used."""
+
+    client: ClientApp
+    key_id: str
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes granted to the calling client."""
+        return self.client.scope_set
+
+    def may_call(self, required_scopes: frozenset[str]) -> bool:
+        """Whether this caller holds one of ``required_scopes`` (none: open)."""
+        return not required_scopes or bool(required_scopes & self.scopes)
+
+
+def _random_string(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def hash_secret(secret: str, *, signing_key: str | None = None) -> str:
+    """The stored form of a key's secret: HMAC-SHA-256 under the site's key."""
+    key = signing_key if signing_key is not None else django_settings.SECRET_KEY
+    return salted_hmac(_HASH_SALT, secret, secret=key, algorithm="sha256").hexdigest()
+
+
+def _secret_matches(secret: str, stored_hash: str) -> bool:
+    # SECRET_KEY_FALLBACKS keep keys working while the site rotates SECRET_KEY.
+    matched = False
+    keys = [django_settings.SECRET_KEY, *getattr(django_settings, "SECRET_KEY_FALLBACKS", [])]
+    for signing_key in keys:
+        # Constant-time comparison: the hash must not leak through timing.
+        if hmac.compare_digest(hash_secret(secret, signing_key=signing_key), stored_hash):
+            matched = True
+    return matched
+
+
+def issue_key(client: ClientApp, *, expires: datetime | None = None) -> tuple[ApiKey, str]:
+    """Create a new key for ``client``; returns the stored key and the plain key.
+
+    The plain key is not kept anywhere: show it to its owner once.
+
+    Example::
+
+        key, plain = issue_key(ClientApp.objects.get(name="desktop"))
+        print(plain)   # sw_AbC123dEf456_...
+    """
+    while True:
+        key_id = _random_string(KEY_ID_LENGTH)
+        if not ApiKey.objects.filter(key_id=key_id).exists():
+            break
+    secret = _random_string(SECRET_LENGTH)
+    key = ApiKey.objects.create(
+        client=client, key_id=key_id, secret_hash=hash_secret(secret), expires=expires
+    )
+    return key, f"sw_{key_id}_{secret}"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Read ``90d``, ``12h``, ``30m`` or ``45s`` as a timedelta.
+
+    Raises ValueError with a message fit for a user on anything else.
+    """
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([dhms])\s*", text or "")
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90d, 12h, 30m or 45s)")
+    amount, unit = int(match[1]), match[2]
+    seconds = {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
+    return timedelta(seconds=amount * seconds)
+
+
+def bearer_key(request: HttpRequest) -> str | None:
+    """The key from ``Authorization: Bearer <key>``, or None if absent."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def authenticate(request: HttpRequest) -> Caller | None:
+    """The caller a request proves to be, or None when it proves nothing.
+
+    A missing, malformed, unknown, wrong, revoked or expired key, or a
+    disabled client, all give None: the caller learns nothing about which.
+    """
+    plain = bearer_key(request)
+    match = _KEY_RE.match(plain) if plain else None
+    if match is None:
+        return None
+    key = (
+        ApiKey.objects.select_related("client").filter(key_id=match["key_id"]).first()
+    )
+    stored = key.secret_hash if key is not None else _DUMMY_HASH
+    if not _secret_matches(match["secret"], stored) or key is None:
+        return None
+    now = timezone.now()
+    if not key.is_usable(now):
+        return None
+    _touch(key, now)
+    return Caller(client=key.client, key_id=key.key_id)
+
+
+def _touch(key: ApiKey, now: datetime) -> None:
+    # One write a minute per key at most (configurable): a write per call
+    # would double the database work of a small call.
+    resolution = timedelta(seconds=get_settings().KEY_LAST_USED_RESOLUTION)
+    if key.last_used is None or now - key.last_used >= resolution:
+        ApiKey.objects.filter(pk=key.pk).update(last_used=now)
+        key.last_used = now

@@ -1,0 +1,119 @@
+"""The one accessor for servicewire's settings, with their defaults.
+
+A site configures servicewire with one dict in its Django settings::
+
+    SERVICEWIRE = {
+        "REQUIRE_HTTPS": True,
+        "HIDE_FROM_UNAUTHENTICATED": True,
+        "MAX_BODY_BYTES": 64 * 2**20,
+    }
+
+Every other module reads settings through :func:`get_settings`, never from
+``django.conf.settings`` directly. The result is cached and rebuilt when
+Django's ``setting_changed`` signal fires (as ``override_settings`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from servicewire.codecs import Limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    """servicewire's settings, after defaults are applied.
+
+    Attributes:
+        REQUIRE_HTTPS: refuse calls that did not arrive over HTTPS, as judged
+            by ``request.is_secure()``. Default: on unless ``DEBUG``.
+        HIDE_FROM_UNAUTHENTICATED: answer callers without a valid credential
+            with the site's ordinary 404, so the mount looks absent. Default off.
+        MAX_BODY_BYTES: largest request body accepted (413 beyond it).
+        MAX_DEPTH: deepest nesting of containers accepted in arguments.
+        MAX_LENGTH: most items in any one list, tuple, set or dict.
+        MAX_INT_BITS: largest integer accepted, in bits.
+        MAX_STR_LENGTH: longest string accepted, in characters.
+        DISCOVERY: serve ``GET <mount>/`` and ``openapi.json`` to callers.
+        KEY_LAST_USED_RESOLUTION: seconds between writes of a key's
+            ``last_used`` (each call would otherwise cost a database write).
+    """
+
+    REQUIRE_HTTPS: bool
+    HIDE_FROM_UNAUTHENTICATED: bool = False
+    MAX_BODY_BYTES: int = 256 * 2**20
+    MAX_DEPTH: int = 64
+    MAX_LENGTH: int = 10_000_000
+    MAX_INT_BITS: int = 4096
+    MAX_STR_LENGTH: int = 64 * 2**20
+    DISCOVERY: bool = True
+    KEY_LAST_USED_RESOLUTION: int = 60
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The decoding bounds as the codecs take them."""
+        return Limits(
+            max_body_bytes=self.MAX_BODY_BYTES,
+            max_depth=self.MAX_DEPTH,
+            max_length=self.MAX_LENGTH,
+            max_int_bits=self.MAX_INT_BITS,
+            max_str_length=self.MAX_STR_LENGTH,
+        )
+
+
+_cache: dict[str, Settings] = {}
+
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+
+_TYPES: dict[str, type] = {
+    "REQUIRE_HTTPS": bool,
+    "HIDE_FROM_UNAUTHENTICATED": bool,
+    "DISCOVERY": bool,
+}
+
+
+def get_settings() -> Settings:
+    """The site's servicewire settings, defaults applied, cached until changed."""
+    found = _cache.get("settings")
+    if found is None:
+        found = _build()
+        _cache["settings"] = found
+    return found
+
+
+def _build() -> Settings:
+    raw: Any = getattr(django_settings, "SERVICEWIRE", {}) or {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured("SERVICEWIRE must be a dict of servicewire settings.")
+    unknown = sorted(set(raw) - SETTING_NAMES)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown SERVICEWIRE setting(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted(SETTING_NAMES))}."
+        )
+    values = dict(raw)
+    values.setdefault("REQUIRE_HTTPS", not django_settings.DEBUG)
+    for name, value in values.items():
+        expected = _TYPES.get(name, int)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ImproperlyConfigured(
+                f"SERVICEWIRE[{name!r}] must be {expected.__name__}, not {type(value).__name__}."
+            )
+        if expected is int and value < 0:
+            raise ImproperlyConfigured(f"SERVICEWIRE[{name!r}] must not be negative.")
+    return Settings(**values)
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("SERVICEWIRE", "DEBUG"):
+        _cache.clear()
+
+
+setting_changed.connect(_reset)

@@ -1,0 +1,85 @@
+"""Settings of the test site.
+
+The database is SQLite unless ``SERVICEWIRE_TEST_DATABASE=postgres``, in which
+case it is the PostgreSQL server on 127.0.0.1:5432 (user ``postgres``,
+database ``test``, or what ``SERVICEWIRE_TEST_PG_*`` say).
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+SECRET_KEY = "test-only-secret-key-not-for-production"  # noqa: S105
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "servicewire",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+if os.environ.get("SERVICEWIRE_TEST_DATABASE") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("SERVICEWIRE_TEST_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("SERVICEWIRE_TEST_PG_PORT", "5432"),
+            "USER": os.environ.get("SERVICEWIRE_TEST_PG_USER", "postgres"),
+            "NAME": os.environ.get("SERVICEWIRE_TEST_PG_NAME", "test"),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(BASE_DIR / "test.sqlite3"),
+            "TEST": {"NAME": str(BASE_DIR / "test-run.sqlite3")},
+        }
+    }
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The test server runs on plain HTTP on 127.0.0.1; HTTPS enforcement has tests
+# of its own that turn it back on.
+SERVICEWIRE = {"REQUIRE_HTTPS": False}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"servicewire": {"level": "INFO"}},
+}

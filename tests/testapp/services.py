@@ -1,0 +1,101 @@
+"""Services of the test site, one per behaviour the tests check."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+import uuid
+from typing import Any
+
+from django.http import HttpResponse
+
+from servicewire import ServiceError, service
+
+
+class Overdrawn(ServiceError):
+    status = 409
+
+
+@service
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@service
+def echo(value: Any = None) -> Any:
+    """Return the value as it arrived."""
+    return value
+
+
+@service
+def echo_untyped(value):  # type: ignore[no-untyped-def]
+    """An unannotated parameter takes any value."""
+    return value
+
+
+@service(name="types.typed")
+def typed(
+    when: datetime.datetime,
+    day: datetime.date,
+    amount: decimal.Decimal,
+    ident: uuid.UUID,
+    pair: tuple[int, str],
+    tags: set[str],
+    span: datetime.timedelta = datetime.timedelta(0),
+) -> dict[str, Any]:
+    """Arguments converted from their type hints; returns their types and values."""
+    return {
+        "when": when,
+        "day": day,
+        "amount": amount,
+        "ident": ident,
+        "pair": pair,
+        "tags": tags,
+        "span": span,
+        "types": [type(v).__name__ for v in (when, day, amount, ident, pair, tags, span)],
+    }
+
+
+@service
+def withdraw(account: str, amount: decimal.Decimal) -> decimal.Decimal:
+    """Always overdrawn."""
+    raise Overdrawn("balance too low", details={"missing": amount, "account": account})
+
+
+@service(name="science.spectrum", scopes=["science"])
+def spectrum(samples: np.ndarray, window: int = 4) -> dict[str, Any]:  # noqa: F821
+    """Sum of samples and a scaled copy (needs the 'science' scope)."""
+    return {"total": float(samples.sum()), "scaled": samples * 2, "window": window}
+
+
+@service(name="science.double")
+def double(samples: "np.ndarray") -> "np.ndarray":  # noqa: F821, UP037
+    """The array times two, same dtype."""
+    return samples * 2
+
+
+@service
+async def slow_add(a: int, b: int) -> int:
+    """An async service."""
+    await asyncio.sleep(0)
+    return a + b
+
+
+@service
+def boom() -> None:
+    """Fails unexpectedly."""
+    raise RuntimeError("secret internal detail")
+
+
+@service
+def raw() -> HttpResponse:
+    """Returns an HttpResponse, passed through untouched."""
+    return HttpResponse(b"plain text", content_type="text/plain", status=201)
+
+
+@service
+def kwargs_ok(a: int, **rest: Any) -> dict[str, Any]:
+    """Accepts any extra keyword argument."""
+    return {"a": a, **rest}
