@@ -1,0 +1,576 @@
+"""Call servicewire services from Python: :class:`Client` and :class:`AsyncClient`.
+
+Both speak wire protocol v1 over one pooled ``httpx`` client and share
+everything but I/O: :class:`_BaseClient` builds each request and interprets
+each response, and the two subclasses only send and read. Neither imports
+Django, so the client works in a desktop app or a notebook.
+
+Example::
+
+    from servicewire import Client
+
+    with Client("https://example.org/services/") as sw:  # key from SERVICEWIRE_KEY
+        sw.call("add", a=1, b=2)                   # -> 3
+        sw.science.spectrum(samples=arr)           # sugar for "science.spectrum"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+import os
+import re
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from servicewire import codecs, errors
+
+__all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
+
+logger = logging.getLogger("servicewire.client")
+
+#: Bounds on what the client accepts from a server. The caller chose to trust
+#: the server, so sizes are far above the server's own request limits (64 GiB
+#: bodies, 2**32 items or characters, million-bit integers); they still stop a
+#: broken endpoint from exhausting memory. Nesting keeps the codec's default,
+#: which guards the stack rather than memory. Body size is checked while
+#: streaming, before decoding starts.
+RESPONSE_LIMITS = dataclasses.replace(
+    codecs.DEFAULT_LIMITS,
+    max_body_bytes=64 * 2**30,
+    max_length=2**32,
+    max_int_bits=2**20,
+    max_str_length=2**32,
+)
+
+# The server's own rule is stricter (dotted lower-case identifiers); the client
+# only makes sure a name stays one path segment, and leaves the rest to the
+# server so a 404 there is the single source of truth.
+_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+
+# A bearer token goes verbatim into a header: anything outside visible ASCII
+# would make httpx or h11 raise an error whose text quotes the header value.
+_KEY = re.compile(r"[\x21-\x7e]+")
+
+# The codecs a client may send and decode. Pickle is deliberately absent: a
+# response labelled pickle has its body handed back as bytes, never unpickled.
+_CLIENT_CODECS = {codec.name: codec for codec in (codecs.MSGPACK, codecs.JSON)}
+
+_E = TypeVar("_E", bound=errors.ServiceError)
+
+_SNIPPET_CHARS = 200
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("servicewire")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return f"servicewire/{version} python-httpx/{httpx.__version__}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    """One HTTP exchange as the base client planned it."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+    request_id: str
+    codec: codecs.Codec
+    what: str  # names the exchange in error messages: "'add'", "discovery"
+
+
+class _BodyBuffer:
+    """Collects a response body into one writable ``bytearray``.
+
+    With a ``Content-Length`` (and no content encoding that changes the size)
+    the buffer is allocated once and filled in place, so decoding msgpack
+    arrays from it needs no further copy and yields writable views.
+    """
+
+    __slots__ = ("_data", "_expected", "_filled", "_limit", "_request", "_status")
+
+    def __init__(self, request: _Request, response: httpx.Response, limit: int) -> None:
+        self._request = request
+        self._status = response.status_code
+        self._limit = limit
+        self._filled = 0
+        self._expected = _declared_length(response)
+        if self._expected is not None and self._expected > limit:
+            raise self._too_large()
+        self._data = bytearray(self._expected or 0)
+
+    def feed(self, chunk: bytes) -> None:
+        end = self._filled + len(chunk)
+        if end > self._limit:
+            raise self._too_large()
+        if self._expected is None:
+            self._data += chunk
+        elif end > self._expected:
+            raise _tagged(
+                errors.TransportError(
+                    f"response to {self._request.what} is longer than its Content-Length",
+                    status=self._status,
+                ),
+                self._request.request_id,
+            )
+        else:
+            self._data[self._filled : end] = chunk
+        self._filled = end
+
+    def result(self) -> bytearray:
+        if self._expected is not None and self._filled != self._expected:
+            raise _tagged(
+                errors.TransportError(
+                    f"response to {self._request.what} ended after {self._filled} "
+                    f"of {self._expected} bytes",
+                    status=self._status,
+                ),
+                self._request.request_id,
+            )
+        return self._data
+
+    def _too_large(self) -> errors.TransportError:
+        return _tagged(
+            errors.TransportError(
+                f"response to {self._request.what} exceeds the client's limit "
+                f"of {self._limit} bytes",
+                status=self._status,
+            ),
+            self._request.request_id,
+        )
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    """The body size to preallocate, or None when it is not known up front."""
+    if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None  # Content-Length counts compressed bytes; the decoded size differs.
+    try:
+        length = int(response.headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _tagged(error: _E, request_id: str | None) -> _E:
+    # errors.ServiceError does not declare request_id yet; every error the
+    # client raises carries it so a caller can quote it to the server's admin.
+    error.request_id = request_id  # type: ignore[attr-defined]
+    return error
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _env(name: str) -> str | None:
+    # An exported but empty variable counts as unset, as shells often leave them.
+    return os.environ.get(name) or None
+
+
+class _ServiceName:
+    """A dotted service name reached by attribute sugar; calling it calls the service."""
+
+    __slots__ = ("_call", "_name")
+
+    def __init__(self, call: Callable[..., Any], name: str) -> None:
+        self._call = call
+        self._name = name
+
+    def __getattr__(self, part: str) -> _ServiceName:
+        if part.startswith("_"):
+            raise AttributeError(part)
+        return _ServiceName(self._call, f"{self._name}.{part}")
+
+    def __call__(self, /, **arguments: Any) -> Any:
+        # Client.call returns the value, AsyncClient.call a coroutine: the
+        # sugar works for both unchanged.
+        return self._call(self._name, **arguments)
+
+    def __repr__(self) -> str:
+        return f"<service {self._name!r}>"
+
+
+class _BaseClient:
+    """Request building and response interpretation shared by both clients."""
+
+    # Each subclass supplies the I/O flavour of call (a value or a coroutine).
+    call: Callable[..., Any]
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        codec: str = "msgpack",
+        timeout: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | str | bool = True,
+    ) -> None:
+        url = url or _env("SERVICEWIRE_URL")
+        if not url:
+            raise ValueError(
+                "no server URL: pass url=... or set SERVICEWIRE_URL "
+                "(e.g. https://example.org/services/)"
+            )
+        key = key if key is not None else _env("SERVICEWIRE_KEY")
+        if key is not None and not _KEY.fullmatch(key):
+            # Never echo the value: it is a secret, however malformed.
+            raise ValueError("the key contains characters that cannot go in an HTTP header")
+        if codec not in _CLIENT_CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(_CLIENT_CODECS)}")
+        try:
+            parsed = httpx.URL(url if url.endswith("/") else url + "/")
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"invalid server URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("the server URL must be an absolute http:// or https:// URL")
+        if parsed.userinfo:
+            # httpx would log and report such a URL verbatim; the key has its
+            # own argument so that it stays out of every message.
+            raise ValueError("the server URL must not contain credentials; pass key=... instead")
+        self._url = str(parsed)
+        self._key = key
+        self._codec = _CLIENT_CODECS[codec]
+        self._timeout = timeout
+        self._verify = verify
+        self._headers = {"User-Agent": _user_agent()}
+        self._headers.update(headers or {})
+        if key is not None:
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    @property
+    def url(self) -> str:
+        """The base URL of the services, ending in ``/``."""
+        return self._url
+
+    @property
+    def codec(self) -> str:
+        """The name of the codec requests are sent in: ``"msgpack"`` or ``"json"``."""
+        return self._codec.name
+
+    def __getattr__(self, name: str) -> _ServiceName:
+        # Only reached when normal lookup fails, so call/services/close and
+        # every other real attribute win over a service of the same name.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _ServiceName(self.call, name)
+
+    def __repr__(self) -> str:
+        key = "set" if self._key is not None else "none"
+        return f"<{type(self).__name__} url={self._url!r} codec={self.codec!r} key={key}>"
+
+    # -- the two halves of every exchange, shared by sync and async --------
+
+    def _call_request(self, name: str, arguments: dict[str, Any]) -> _Request:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"invalid service name {name!r}")
+        content_type = self._codec.content_type
+        request_id = uuid.uuid4().hex
+        return _Request(
+            method="POST",
+            url=self._url + name,
+            headers={
+                "Content-Type": content_type,
+                "Accept": content_type,
+                "X-Request-ID": request_id,
+            },
+            # The protocol reads an empty body as "no arguments"; sending one
+            # keeps argument-less calls valid in every codec.
+            content=self._codec.encode(arguments) if arguments else b"",
+            request_id=request_id,
+            codec=self._codec,
+            what=repr(name),
+        )
+
+    def _discovery_request(self) -> _Request:
+        request_id = uuid.uuid4().hex
+        return _Request(
+            method="GET",
+            url=self._url,
+            headers={"Accept": codecs.JSON.content_type, "X-Request-ID": request_id},
+            content=None,
+            request_id=request_id,
+            codec=codecs.JSON,
+            what="discovery",
+        )
+
+    def _service_list(self, request: _Request, listing: Any) -> list[dict[str, Any]]:
+        services = listing.get("services") if isinstance(listing, dict) else None
+        if not isinstance(services, list):
+            raise _tagged(
+                errors.TransportError("the discovery response has no services list", status=200),
+                request.request_id,
+            )
+        return services
+
+    def _body_buffer(self, request: _Request, response: httpx.Response) -> _BodyBuffer:
+        return _BodyBuffer(request, response, RESPONSE_LIMITS.max_body_bytes)
+
+    def _network_error(self, request: _Request, exc: httpx.HTTPError) -> errors.TransportError:
+        detail = self._redact(str(exc)) or type(exc).__name__
+        return _tagged(
+            errors.TransportError(
+                f"{request.what}: could not complete {request.method} {self._url}"
+                f" ({type(exc).__name__}: {detail})",
+                status=0,
+            ),
+            request.request_id,
+        )
+
+    def _interpret(
+        self, request: _Request, response: httpx.Response, body: bytearray, started: float
+    ) -> Any:
+        """Return the value a response carries, or raise the error it reports."""
+        status = response.status_code
+        request_id = response.headers.get("x-request-id") or request.request_id
+        logger.debug(
+            "%s %s -> %d, %d bytes in %.1f ms, request id %s",
+            request.method,
+            request.what,
+            status,
+            len(body),
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+        content_type = response.headers.get("content-type")
+        codec = codecs.codec_for_content_type(content_type) if content_type else request.codec
+        if codec not in _CLIENT_CODECS.values():
+            codec = None
+        if 200 <= status < 300:
+            if not body:
+                return None
+            if codec is None:
+                # A service that returned its own HttpResponse (a CSV file, an
+                # image) is passed through: its body is the value.
+                return bytes(body)
+            try:
+                return codec.decode(body, RESPONSE_LIMITS)
+            except errors.ServiceError as exc:
+                raise _tagged(
+                    errors.TransportError(
+                        f"undecodable {codec.name} response to {request.what}: {exc.message}",
+                        status=status,
+                    ),
+                    request_id,
+                ) from exc
+        error = self._wire_error(request, response, body, codec)
+        raise _tagged(error, request_id)
+
+    def _wire_error(
+        self,
+        request: _Request,
+        response: httpx.Response,
+        body: bytearray,
+        codec: codecs.Codec | None,
+    ) -> errors.ServiceError:
+        status = response.status_code
+        envelope: Any = None
+        if codec is not None and body:
+            try:
+                envelope = codec.decode(body, RESPONSE_LIMITS)
+            except errors.ServiceError:
+                envelope = None
+        if isinstance(envelope, dict) and isinstance(envelope.get("error"), dict):
+            error = errors.error_from_wire(envelope, status)
+            if isinstance(error, errors.RateLimited):
+                error.retry_after = _retry_after(response.headers.get("retry-after"))
+            return error
+        # No envelope: a proxy, a load balancer or a hidden mount answered.
+        reason = response.reason_phrase or "error"
+        return errors.TransportError(
+            f"HTTP {status} {reason} for {request.what} from {self._url}"
+            f"{self._snippet(response, body)}",
+            status=status,
+        )
+
+    def _snippet(self, response: httpx.Response, body: bytearray) -> str:
+        """A short, safe excerpt of a non-protocol body for an error message."""
+        if not body:
+            return ""
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/"):
+            return f" ({len(body)} bytes of {content_type or 'unknown type'})"
+        text = " ".join(bytes(body[: _SNIPPET_CHARS * 4]).decode("utf-8", "replace").split())
+        text = self._redact(text)
+        if len(text) > _SNIPPET_CHARS:
+            text = text[: _SNIPPET_CHARS - 1] + "…"
+        return f": {text}"
+
+    def _redact(self, text: str) -> str:
+        # Servers and libraries may echo request headers (a debug page, an
+        # exception string); the key must not ride along into our messages.
+        return text.replace(self._key, "***") if self._key else text
+
+
+class Client(_BaseClient):
+    """A blocking client for one servicewire mount.
+
+    ``url`` defaults to ``$SERVICEWIRE_URL`` and ``key`` to ``$SERVICEWIRE_KEY``
+    (prefer the environment to a key in source code); the key is sent as
+    ``Authorization: Bearer <key>`` and never shown in ``repr``, errors or logs.
+    ``codec`` is ``"msgpack"`` (rich Python values, numpy arrays without
+    copies) or ``"json"``. ``timeout`` bounds connecting and each wait for
+    data, in seconds. ``headers`` are added to every request; ``verify`` is
+    passed to httpx (a CA bundle path, an ``ssl.SSLContext`` or a bool).
+
+    Services are called with :meth:`call` or with attribute sugar, where
+    ``sw.billing.invoice_total(id=7)`` calls ``"billing.invoice_total"``.
+    The client's own methods win over services of the same name: a service
+    called ``call``, ``services`` or ``close`` is reached only through
+    ``sw.call("call", ...)``.
+
+    Example::
+
+        with Client("https://example.org/services/") as sw:
+            sw.add(a=1, b=2)                        # -> 3
+            sw.call("science.spectrum", samples=arr)
+    """
+
+    _http: httpx.Client
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        codec: str = "msgpack",
+        timeout: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | str | bool = True,
+    ) -> None:
+        super().__init__(url, key, codec=codec, timeout=timeout, headers=headers, verify=verify)
+        self._http = httpx.Client(
+            headers=self._headers, timeout=timeout, verify=verify, follow_redirects=False
+        )
+
+    def call(self, name: str, /, **arguments: Any) -> Any:
+        """Call the service ``name`` with keyword arguments and return its value.
+
+        Raises the :class:`~servicewire.errors.ServiceError` subclass the
+        server reported, or :class:`~servicewire.errors.TransportError` when
+        no protocol answer arrived; each carries ``.request_id``.
+        """
+        return self._send(self._call_request(name, arguments))
+
+    def services(self) -> list[dict[str, Any]]:
+        """The services this caller may call: name, doc, parameters, returns, scopes."""
+        request = self._discovery_request()
+        return self._service_list(request, self._send(request))
+
+    def close(self) -> None:
+        """Close the pooled connections; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, request: _Request) -> Any:
+        started = time.perf_counter()
+        try:
+            with self._http.stream(
+                request.method, request.url, content=request.content, headers=request.headers
+            ) as response:
+                buffer = self._body_buffer(request, response)
+                for chunk in response.iter_bytes():
+                    buffer.feed(chunk)
+        except httpx.HTTPError as exc:
+            raise self._network_error(request, exc) from exc
+        return self._interpret(request, response, buffer.result(), started)
+
+
+class AsyncClient(_BaseClient):
+    """The asyncio twin of :class:`Client`: the same arguments and API, awaited.
+
+    Example::
+
+        async with AsyncClient("https://example.org/services/") as sw:
+            total = await sw.add(a=1, b=2)
+            spectrum = await sw.call("science.spectrum", samples=arr)
+    """
+
+    _http: httpx.AsyncClient
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        codec: str = "msgpack",
+        timeout: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | str | bool = True,
+    ) -> None:
+        super().__init__(url, key, codec=codec, timeout=timeout, headers=headers, verify=verify)
+        self._http = httpx.AsyncClient(
+            headers=self._headers, timeout=timeout, verify=verify, follow_redirects=False
+        )
+
+    async def call(self, name: str, /, **arguments: Any) -> Any:
+        """Call the service ``name`` with keyword arguments; see :meth:`Client.call`."""
+        return await self._send(self._call_request(name, arguments))
+
+    async def services(self) -> list[dict[str, Any]]:
+        """The services this caller may call; see :meth:`Client.services`."""
+        request = self._discovery_request()
+        return self._service_list(request, await self._send(request))
+
+    async def close(self) -> None:
+        """Close the pooled connections; the client cannot be used afterwards."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _send(self, request: _Request) -> Any:
+        started = time.perf_counter()
+        try:
+            async with self._http.stream(
+                request.method, request.url, content=request.content, headers=request.headers
+            ) as response:
+                buffer = self._body_buffer(request, response)
+                async for chunk in response.aiter_bytes():
+                    buffer.feed(chunk)
+        except httpx.HTTPError as exc:
+            raise self._network_error(request, exc) from exc
+        return self._interpret(request, response, buffer.result(), started)
