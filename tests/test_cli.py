@@ -175,12 +175,14 @@ def test_services_prints_an_aligned_table(
     code, out, _ = run(capsys, "--url", fake.url, "services")
     assert code == 0
     assert out.splitlines() == [
-        "NAME              PARAMETERS                                     RETURNS        DOC",
-        "add               a: integer, b: integer                         integer        "
-        "Add two integers.",
-        "science.spectrum  samples: array[number], window: integer = 256  object         "
-        "Power spectrum of a signal.",
-        "when              at: string(date-time)                          string | null",
+        "NAME              PARAMETERS                                                          "
+        "RETURNS        DOC",
+        "add               a: integer, b: integer                                              "
+        "integer        Add two integers.",
+        "science.spectrum  samples: array[number], window: integer = 256                       "
+        "object         Power spectrum of a signal.",
+        "when              at: date-time, pair: [integer, any], tags: set[string], kind: Kind  "
+        "string | null",
     ]
 
 
@@ -193,7 +195,12 @@ def test_demo_runs_the_bundled_site(
 ) -> None:
     calls: list[str] = []
     module = types.ModuleType("servicewire.demo.run")
-    module.main = lambda: calls.append("ran") or 0  # type: ignore[attr-defined]
+
+    def fake_main() -> int:
+        calls.append("ran")
+        return 0
+
+    module.main = fake_main  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "servicewire.demo.run", module)
     code, _, _ = run(capsys, "demo")
     assert (code, calls) == (0, ["ran"])

@@ -314,6 +314,8 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert _retry_after("2.5") == 2.5
     assert _retry_after(None) is None
     assert _retry_after("soon") is None
+    assert _retry_after("nan") is None
+    assert _retry_after("-3") == 0.0
     later = datetime.now(UTC) + timedelta(seconds=100)
     parsed = _retry_after(later.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert parsed is not None and 90 < parsed <= 100
@@ -335,6 +337,14 @@ def test_a_proxy_502_is_a_short_transport_error(sw: Client) -> None:
     assert error.status == 502
     assert "upstream unavailable" in error.message
     assert len(error.message) < 350
+
+
+def test_a_redirect_is_not_followed_but_explained(sw: Client, fake: FakeServer) -> None:
+    with pytest.raises(errors.TransportError) as raised:
+        sw.call("moved")
+    assert raised.value.status == 301
+    assert "redirected to https://" in raised.value.message
+    assert fake.last.path == "/svc/moved"  # nothing was sent to the new location
 
 
 def test_a_refused_connection_is_a_transport_error() -> None:
@@ -405,7 +415,7 @@ def test_the_key_appears_in_no_log_and_no_exception(
 ) -> None:
     for name in ("httpx", "httpcore", "servicewire", "servicewire.client"):
         caplog.set_level(logging.DEBUG, logger=name)
-    failures: list[BaseException] = []
+    failures: list[errors.ServiceError] = []
 
     def attempt(client: Client, name: str, **arguments: Any) -> None:
         try:

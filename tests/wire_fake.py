@@ -19,6 +19,7 @@ gets so tests can check headers and connection reuse. Services (under
 - ``gzipped``: echoes the arguments gzip-compressed.
 - ``pickled``: answers 200 with a pickle content type.
 - ``csv``: answers 200 with ``text/csv``, as a service returning its own response.
+- ``moved``: a 301 to the https:// twin of the URL, as a site forcing TLS does.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ SERVICES: list[dict[str, Any]] = [
         "doc": "",
         "parameters": {
             "type": "object",
-            "properties": {"at": {"anyOf": [{"type": "string", "format": "date-time"}]}},
+            "properties": {
+                "at": {"anyOf": [{"type": "string", "format": "date-time"}]},
+                "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {}], "items": False},
+                "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                "kind": {"$ref": "#/$defs/Kind"},
+            },
         },
         "returns": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         "scopes": [],
@@ -203,6 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def service_csv(self, arguments: dict[str, Any], reply: codecs.Codec) -> None:
         self._raw(200, "text/csv", b"a,b\n1,2\n")
+
+    def service_moved(self, arguments: dict[str, Any], reply: codecs.Codec) -> None:
+        location = f"https://{self.headers.get('Host')}{self.path}"
+        self._raw(301, "text/html", b"<html>Moved</html>", {"Location": location})
 
     # -- plumbing -----------------------------------------------------------
 

@@ -219,10 +219,14 @@ def _schema_summary(schema: Any) -> str:
     kind = schema.get("type")
     if isinstance(kind, list):
         return " | ".join(str(option) for option in kind)
-    if kind == "array" and "items" in schema:
-        return f"array[{_schema_summary(schema['items'])}]"
+    if kind == "array":
+        if "prefixItems" in schema:  # a tuple: one schema per position
+            return "[" + ", ".join(_schema_summary(item) for item in schema["prefixItems"]) + "]"
+        container = "set" if schema.get("uniqueItems") else "array"
+        items = schema.get("items")
+        return f"{container}[{_schema_summary(items)}]" if isinstance(items, dict) else container
     if kind == "string" and "format" in schema:
-        return f"string({schema['format']})"
+        return str(schema["format"])  # date, uuid, decimal: what the user passes
     if kind is not None:
         return str(kind)
     return str(schema.get("title", "any"))

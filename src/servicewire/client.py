@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import logging
+import math
 import os
 import re
 import ssl
@@ -118,37 +119,23 @@ class _BodyBuffer:
         if self._expected is None:
             self._data += chunk
         elif end > self._expected:
-            raise _tagged(
-                errors.TransportError(
-                    f"response to {self._request.what} is longer than its Content-Length",
-                    status=self._status,
-                ),
-                self._request.request_id,
-            )
+            raise self._error("is longer than its Content-Length")
         else:
             self._data[self._filled : end] = chunk
         self._filled = end
 
     def result(self) -> bytearray:
         if self._expected is not None and self._filled != self._expected:
-            raise _tagged(
-                errors.TransportError(
-                    f"response to {self._request.what} ended after {self._filled} "
-                    f"of {self._expected} bytes",
-                    status=self._status,
-                ),
-                self._request.request_id,
-            )
+            raise self._error(f"ended after {self._filled} of {self._expected} bytes")
         return self._data
 
     def _too_large(self) -> errors.TransportError:
+        return self._error(f"exceeds the client's limit of {self._limit} bytes")
+
+    def _error(self, problem: str) -> errors.TransportError:
+        message = f"response to {self._request.what} {problem}"
         return _tagged(
-            errors.TransportError(
-                f"response to {self._request.what} exceeds the client's limit "
-                f"of {self._limit} bytes",
-                status=self._status,
-            ),
-            self._request.request_id,
+            errors.TransportError(message, status=self._status), self._request.request_id
         )
 
 
@@ -175,9 +162,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -256,12 +245,16 @@ class _BaseClient:
         self._url = str(parsed)
         self._key = key
         self._codec = _CLIENT_CODECS[codec]
-        self._timeout = timeout
-        self._verify = verify
-        self._headers = {"User-Agent": _user_agent()}
-        self._headers.update(headers or {})
+        default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         if key is not None:
-            self._headers["Authorization"] = f"Bearer {key}"
+            default_headers["Authorization"] = f"Bearer {key}"
+        # Redirects are not followed: a POST would turn into a GET, and the
+        # client should be pointed at the right URL instead (see _wire_error).
+        self._open(headers=default_headers, timeout=timeout, verify=verify, follow_redirects=False)
+
+    def _open(self, **options: Any) -> None:
+        """Create the pooled httpx client, of the subclass's I/O flavour."""
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -402,8 +395,10 @@ class _BaseClient:
             return error
         # No envelope: a proxy, a load balancer or a hidden mount answered.
         reason = response.reason_phrase or "error"
+        location = response.headers.get("location")
+        hint = f" (redirected to {location}: use that URL)" if location else ""
         return errors.TransportError(
-            f"HTTP {status} {reason} for {request.what} from {self._url}"
+            f"HTTP {status} {reason} for {request.what} from {self._url}{hint}"
             f"{self._snippet(response, body)}",
             status=status,
         )
@@ -453,27 +448,18 @@ class Client(_BaseClient):
 
     _http: httpx.Client
 
-    def __init__(
-        self,
-        url: str | None = None,
-        key: str | None = None,
-        *,
-        codec: str = "msgpack",
-        timeout: float = 60.0,
-        headers: Mapping[str, str] | None = None,
-        verify: ssl.SSLContext | str | bool = True,
-    ) -> None:
-        super().__init__(url, key, codec=codec, timeout=timeout, headers=headers, verify=verify)
-        self._http = httpx.Client(
-            headers=self._headers, timeout=timeout, verify=verify, follow_redirects=False
-        )
+    def _open(self, **options: Any) -> None:
+        self._http = httpx.Client(**options)
 
     def call(self, name: str, /, **arguments: Any) -> Any:
         """Call the service ``name`` with keyword arguments and return its value.
 
         Raises the :class:`~servicewire.errors.ServiceError` subclass the
         server reported, or :class:`~servicewire.errors.TransportError` when
-        no protocol answer arrived; each carries ``.request_id``.
+        no protocol answer arrived; each carries ``.request_id``. A value the
+        codec cannot carry raises ``TypeError`` before anything is sent. A
+        successful response in a media type other than JSON or msgpack (a
+        service returning its own ``HttpResponse``) comes back as ``bytes``.
         """
         return self._send(self._call_request(name, arguments))
 
@@ -523,20 +509,8 @@ class AsyncClient(_BaseClient):
 
     _http: httpx.AsyncClient
 
-    def __init__(
-        self,
-        url: str | None = None,
-        key: str | None = None,
-        *,
-        codec: str = "msgpack",
-        timeout: float = 60.0,
-        headers: Mapping[str, str] | None = None,
-        verify: ssl.SSLContext | str | bool = True,
-    ) -> None:
-        super().__init__(url, key, codec=codec, timeout=timeout, headers=headers, verify=verify)
-        self._http = httpx.AsyncClient(
-            headers=self._headers, timeout=timeout, verify=verify, follow_redirects=False
-        )
+    def _open(self, **options: Any) -> None:
+        self._http = httpx.AsyncClient(**options)
 
     async def call(self, name: str, /, **arguments: Any) -> Any:
         """Call the service ``name`` with keyword arguments; see :meth:`Client.call`."""
