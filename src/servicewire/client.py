@@ -153,7 +153,7 @@ def _declared_length(response: httpx.Response) -> int | None:
 def _tagged(error: _E, request_id: str | None) -> _E:
     # errors.ServiceError does not declare request_id yet; every error the
     # client raises carries it so a caller can quote it to the server's admin.
-    error.request_id = request_id  # type: ignore[attr-defined]
+    error.request_id = request_id
     return error
 
 

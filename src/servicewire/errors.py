@@ -46,6 +46,8 @@ class ServiceError(Exception):
     """
 
     status: ClassVar[int] = 400
+    #: The ``X-Request-ID`` of the call that failed, set by the client.
+    request_id: str | None = None
 
     def __init__(
         self,
