@@ -60,21 +60,14 @@ def _request_id(request: HttpRequest) -> str:
     return sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
 
 
-def _encode_response(value: Any, exchange: _Exchange, status: int = 200) -> HttpResponse:
-    response = HttpResponse(
-        exchange.codec.encode(value), status=status, content_type=exchange.codec.content_type
-    )
+def _response(content: bytes, exchange: _Exchange, status: int = 200) -> HttpResponse:
+    response = HttpResponse(content, status=status, content_type=exchange.codec.content_type)
     response["X-Request-ID"] = exchange.request_id
     return response
 
 
 def _error_response(error: ServiceError, exchange: _Exchange) -> HttpResponse:
-    try:
-        response = _encode_response(error.to_wire(), exchange, error.status)
-    except (TypeError, ValueError):
-        # details a codec cannot carry must not turn an error into a 500
-        fallback = ServiceError(error.message, None, type=error.type, status=error.status)
-        response = _encode_response(fallback.to_wire(), exchange, error.status)
+    response = _response(exchange.codec.encode_error(error), exchange, error.status)
     if isinstance(error, Unauthorized):
         response["WWW-Authenticate"] = 'Bearer realm="servicewire"'
     if isinstance(error, MethodNotAllowed) and isinstance(error.details, dict):
@@ -111,7 +104,8 @@ def _negotiate(request: HttpRequest, exchange: _Exchange, has_body: bool) -> Cod
     """The request's codec; also sets the response codec on ``exchange``."""
     content_type = request.headers.get("Content-Type", "")
     request_codec = codecs.codec_for_content_type(content_type) if content_type else None
-    if request_codec is None and (has_body or content_type):
+    # An empty body means no arguments, whatever type it claims to be.
+    if request_codec is None and has_body:
         raise UnsupportedMediaType(
             f"cannot read a body of type {content_type[:100]!r}; "
             f"send one of: {', '.join(c.content_type for c in codecs.CODECS.values())}",
@@ -201,7 +195,7 @@ def serve_service(request: HttpRequest, svc: Service | str) -> HttpResponse:
             result.setdefault("X-Request-ID", exchange.request_id)
             return result
         try:
-            return _encode_response(result, exchange)
+            return _response(exchange.codec.encode(result), exchange)
         except (TypeError, ValueError, OverflowError) as exc:
             raise _internal_error(exc, name, exchange) from exc
     except Http404:
@@ -223,7 +217,7 @@ def _serve_listing(
         caller = _check_caller(request, config, "GET")
         exchange.codec = codecs.negotiate(request.headers.get("Accept"), codecs.JSON) or codecs.JSON
         visible = [s for s in registry if caller.may_call(s.scopes)]
-        return _encode_response(build(visible, request), exchange)
+        return _response(exchange.codec.encode(build(visible, request)), exchange)
     except Http404:
         raise
     except ServiceError as error:
