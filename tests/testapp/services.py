@@ -99,3 +99,11 @@ def raw() -> HttpResponse:
 def kwargs_ok(a: int, **rest: Any) -> dict[str, Any]:
     """Accepts any extra keyword argument."""
     return {"a": a, **rest}
+
+
+@service
+def whoami() -> int:
+    """The serving process's id: tells the workers apart."""
+    import os
+
+    return os.getpid()
