@@ -10,7 +10,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 
-SECRET_KEY = "test-only-secret-key-not-for-production"  # noqa: S105
+SECRET_KEY = "test-only-secret-key-not-for-production"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 
@@ -49,6 +49,7 @@ TEMPLATES = [
     }
 ]
 
+DATABASES: dict[str, dict[str, object]]
 if os.environ.get("SERVICEWIRE_TEST_DATABASE") == "postgres":
     DATABASES = {
         "default": {

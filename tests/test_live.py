@@ -90,7 +90,9 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     if isinstance(a, datetime.datetime | datetime.time):
-        return a == b and a.utcoffset() == b.utcoffset() and (a.tzinfo is None) == (b.tzinfo is None)
+        return (
+            a == b and a.utcoffset() == b.utcoffset() and (a.tzinfo is None) == (b.tzinfo is None)
+        )
     if isinstance(a, decimal.Decimal):
         return a.as_tuple() == b.as_tuple()
     if isinstance(a, list | tuple):
@@ -173,7 +175,17 @@ def test_every_value_has_a_natural_json_form(sw_json: Client, value: Any) -> Non
         (np.float32(0.5), 0.5),
         (2**70, 2**70),
     ],
-    ids=["tuple", "decimal", "datetime", "date", "uuid", "complex", "ndarray", "np-scalar", "bigint"],
+    ids=[
+        "tuple",
+        "decimal",
+        "datetime",
+        "date",
+        "uuid",
+        "complex",
+        "ndarray",
+        "np-scalar",
+        "bigint",
+    ],
 )
 def test_json_forms_of_rich_values(sw_json: Client, value: Any, natural: Any) -> None:
     assert sw_json.echo(value=value) == natural
@@ -254,9 +266,11 @@ def test_connection_refused_is_a_transport_error(key: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with Client(f"http://127.0.0.1:{port}/services/", key, timeout=5) as sw:
-        with pytest.raises(TransportError) as caught:
-            sw.add(a=1, b=2)
+    with (
+        Client(f"http://127.0.0.1:{port}/services/", key, timeout=5) as sw,
+        pytest.raises(TransportError) as caught,
+    ):
+        sw.add(a=1, b=2)
     assert key not in str(caught.value) and key not in repr(caught.value)
 
 
@@ -277,9 +291,12 @@ def test_curl_style_raw_json_call(live_server: Any, key: str) -> None:
         assert response.getheader("X-Request-ID")
         assert json.loads(response.read()) == 42
 
-        connection.request("POST", "/services/add", body=b'{"a": "x"}',
-                           headers={"Authorization": f"Bearer {key}",
-                                    "Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            "/services/add",
+            body=b'{"a": "x"}',
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         response = connection.getresponse()
         assert response.status == 422
         body = json.loads(response.read())

@@ -93,19 +93,35 @@ def site() -> Iterator[Site]:
     try:
         subprocess.run(
             [sys.executable, "-m", "django", "migrate", "--verbosity", "0"],
-            env=env, cwd=ROOT, check=True, timeout=120,
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
         )
         port = _free_port()
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "tests.wsgi:application",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", str(WORKERS),
-                "--worker-class", "gthread", "--threads", "4",
-                "--timeout", "60", "--graceful-timeout", "5",
-                "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tests.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(WORKERS),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+                "--log-level",
+                "warning",
             ],
-            env=env, cwd=ROOT,
+            env=env,
+            cwd=ROOT,
         )
         _wait_for_port(port, process, timeout=60)
         yield Site(url=f"http://127.0.0.1:{port}/services/", env=env)
@@ -146,7 +162,9 @@ def test_rich_values_and_arrays_cross_gunicorn(site: Site, key: str) -> None:
     import decimal
 
     value = {
-        "when": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=-3))),
+        "when": datetime.datetime(
+            2024, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=-3))
+        ),
         "amount": decimal.Decimal("10.05"),
         "pair": (1, {2, 3}),
         2**80: frozenset({b"x"}),

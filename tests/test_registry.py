@@ -25,8 +25,19 @@ def scratch() -> Iterator[list[str]]:
 
 @pytest.mark.parametrize(
     "name",
-    ["_private", "Upper", "has-dash", "has space", "trailing.", ".leading", "a..b", "1abc",
-     "openapi.json", "", "a/b"],
+    [
+        "_private",
+        "Upper",
+        "has-dash",
+        "has space",
+        "trailing.",
+        ".leading",
+        "a..b",
+        "1abc",
+        "openapi.json",
+        "",
+        "a/b",
+    ],
 )
 def test_bad_names_are_refused_at_registration(name: str) -> None:
     with pytest.raises(RegistryError, match="invalid service name"):

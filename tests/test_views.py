@@ -235,9 +235,7 @@ def test_truncated_msgpack_is_400(client: DjangoClient, auth: dict[str, str]) ->
         assert response.status_code == 400, cut
 
 
-def test_huge_declared_msgpack_length_is_400(
-    client: DjangoClient, auth: dict[str, str]
-) -> None:
+def test_huge_declared_msgpack_length_is_400(client: DjangoClient, auth: dict[str, str]) -> None:
     # a map holding an array that claims 4 billion items, with none sent
     raw = b"\x81\xa5value\xdd\xff\xff\xff\xff"
     response = post(client, "echo", raw=raw, content_type=MSGPACK, headers=auth)
@@ -298,9 +296,7 @@ def test_no_valid_key_is_401_with_www_authenticate(
     assert error_of(response)["type"] == "Unauthorized"
 
 
-def test_wrong_secret_and_unknown_key_get_the_same_answer(
-    client: DjangoClient, key: str
-) -> None:
+def test_wrong_secret_and_unknown_key_get_the_same_answer(client: DjangoClient, key: str) -> None:
     key_id = key.split("_")[1]
     wrong_secret = f"sw_{key_id}_{'A' * 43}"
     unknown_id = f"sw_{'B' * 12}_{key.split('_')[2]}"
@@ -321,9 +317,7 @@ def test_revoked_key_is_refused_on_the_next_call(client: DjangoClient, key: str)
     assert post(client, "add", {"a": 1, "b": 2}, headers=headers).status_code == 401
 
 
-def test_scoped_service_needs_one_of_its_scopes(
-    client: DjangoClient, make_key: Any
-) -> None:
+def test_scoped_service_needs_one_of_its_scopes(client: DjangoClient, make_key: Any) -> None:
     plain = make_key("no-scopes")
     science = make_key("scientist", scopes=["science", "other"])
     args = {"samples": [1.0, 2.0]}
@@ -377,9 +371,7 @@ def test_hide_mode_answers_exactly_like_a_missing_url(
 # --- discovery ---------------------------------------------------------------
 
 
-def test_discovery_lists_only_what_the_caller_may_call(
-    client: DjangoClient, make_key: Any
-) -> None:
+def test_discovery_lists_only_what_the_caller_may_call(client: DjangoClient, make_key: Any) -> None:
     plain = make_key("plain")
     response = client.get("/services/", headers={"Authorization": f"Bearer {plain}"})
     assert response.status_code == 200

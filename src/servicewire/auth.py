@@ -129,9 +129,7 @@ def authenticate(request: HttpRequest) -> Caller | None:
     match = _KEY_RE.match(plain) if plain else None
     if match is None:
         return None
-    key = (
-        ApiKey.objects.select_related("client").filter(key_id=match["key_id"]).first()
-    )
+    key = ApiKey.objects.select_related("client").filter(key_id=match["key_id"]).first()
     stored = key.secret_hash if key is not None else _DUMMY_HASH
     if not _secret_matches(match["secret"], stored) or key is None:
         return None

@@ -106,7 +106,7 @@ def _build() -> Settings:
             raise ImproperlyConfigured(
                 f"SERVICEWIRE[{name!r}] must be {expected.__name__}, not {type(value).__name__}."
             )
-        if expected is int and value < 0:
+        if isinstance(value, int) and value < 0:
             raise ImproperlyConfigured(f"SERVICEWIRE[{name!r}] must not be negative.")
     return Settings(**values)
 

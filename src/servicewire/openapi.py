@@ -47,8 +47,8 @@ def _lift_defs(schema: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
     if not defs:
         return schema
     into.update(defs)
-    rest = {k: v for k, v in schema.items() if k != "$defs"}
-    return _rewrite_refs(rest)
+    rest: dict[str, Any] = _rewrite_refs({k: v for k, v in schema.items() if k != "$defs"})
+    return rest
 
 
 def _rewrite_refs(node: Any) -> Any:

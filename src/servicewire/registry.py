@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -173,9 +174,7 @@ class Service:
 
     csrf_exempt = True  # calls authenticate with keys, not cookies
 
-    def __init__(
-        self, func: Callable[..., Any], *, name: str, scopes: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], *, name: str, scopes: Iterable[str] = ()) -> None:
         if not NAME_RE.match(name) or name in RESERVED_NAMES:
             raise RegistryError(
                 f"invalid service name {name!r}: use dotted lower-case identifiers "
@@ -273,9 +272,7 @@ def _schema_for(annotation: Any, where: str) -> dict[str, Any]:
     return schema
 
 
-def _compile_parameters(
-    func: Callable[..., Any], name: str
-) -> tuple[dict[str, Parameter], bool]:
+def _compile_parameters(func: Callable[..., Any], name: str) -> tuple[dict[str, Parameter], bool]:
     signature = inspect.signature(func)
     parameters: dict[str, Parameter] = {}
     accepts_any_keyword = False
@@ -293,10 +290,9 @@ def _compile_parameters(
         annotation = _resolve(p.annotation, func)
         schema = _schema_for(annotation, f"{name}({p.name})")
         if p.default is not _MISSING:
-            try:
+            # A default that JSON cannot show is simply not advertised.
+            with contextlib.suppress(TypeError):
                 schema = {**schema, "default": msgspec.to_builtins(p.default)}
-            except TypeError:
-                pass  # a default JSON cannot show is simply not advertised
         parameters[p.name] = Parameter(p.name, annotation, p.default, schema)
     return parameters, accepts_any_keyword
 

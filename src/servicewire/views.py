@@ -38,8 +38,8 @@ from servicewire.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from servicewire.registry import Service, registry
 from servicewire.openapi import openapi_document
+from servicewire.registry import Service, registry
 
 logger = logging.getLogger("servicewire")
 
@@ -78,9 +78,7 @@ def _error_response(error: ServiceError, exchange: _Exchange) -> HttpResponse:
     return response
 
 
-def _check_caller(
-    request: HttpRequest, config: Settings, method: str
-) -> Caller:
+def _check_caller(request: HttpRequest, config: Settings, method: str) -> Caller:
     """Who calls, and whether this transport and method are acceptable.
 
     In hide mode a caller without a valid credential gets the site's own 404,
@@ -157,9 +155,7 @@ def _run(svc: Service, kwargs: dict[str, Any]) -> Any:
 
 
 def _internal_error(exc: BaseException, name: str, exchange: _Exchange) -> InternalError:
-    logger.exception(
-        "service %s failed (request %s)", name, exchange.request_id, exc_info=exc
-    )
+    logger.exception("service %s failed (request %s)", name, exchange.request_id, exc_info=exc)
     if django_settings.DEBUG:
         return InternalError(
             f"{type(exc).__name__}: {exc}",
