@@ -213,7 +213,7 @@ def test_demo_without_django_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "servicewire.demo.run", None)
     code, _, err = run(capsys, "demo")
     assert code == 1
-    assert "pip install 'servicewire[django]'" in err
+    assert "pip install 'servicewire[django,numpy]'" in err
 
 
 def test_python_dash_m_runs_the_cli(fake: FakeServer) -> None:

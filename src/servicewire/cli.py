@@ -8,7 +8,7 @@ Usage::
     servicewire call greet name=bob       # values parse as JSON, else as strings
     servicewire call add a=1 b=2 --json   # the result as JSON
     servicewire services                  # what this caller may call
-    servicewire demo                      # the bundled example site (needs Django)
+    servicewire demo                      # the bundled example site (needs Django and numpy)
 
 ``--url`` defaults to ``$SERVICEWIRE_URL`` and ``--key`` to ``$SERVICEWIRE_KEY``;
 prefer the environment variable for the key, since command lines end up in
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--json", action="store_true", help="print the result as JSON")
 
     commands.add_parser("services", help="list the services this caller may call")
-    commands.add_parser("demo", help="run the bundled demo site (needs Django)")
+    commands.add_parser("demo", help="run the bundled demo site (needs Django and numpy)")
     return parser
 
 
@@ -142,12 +142,12 @@ def _print_error(error: errors.ServiceError) -> None:
 
 def _demo() -> int:
     try:
-        # Imported only here: the demo needs Django, the rest of the CLI does not.
+        # Imported only here: the demo needs Django and numpy, the rest does not.
         from servicewire.demo.run import main as run_demo
     except ImportError as exc:
         print(
-            f"servicewire: error: the demo needs Django ({exc}); "
-            "install it with: pip install 'servicewire[django]'",
+            f"servicewire: error: the demo needs Django and numpy ({exc}); "
+            "install them with: pip install 'servicewire[django,numpy]'",
             file=sys.stderr,
         )
         return EXIT_FAILED
