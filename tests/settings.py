@@ -64,8 +64,9 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
+            # Tests run on Django's in-memory test database; each run and each
+            # concurrent run has its own.
             "NAME": str(BASE_DIR / "test.sqlite3"),
-            "TEST": {"NAME": str(BASE_DIR / "test-run.sqlite3")},
         }
     }
 
