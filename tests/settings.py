@@ -79,6 +79,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The test server runs on plain HTTP on 127.0.0.1; HTTPS enforcement has tests
 # of its own that turn it back on.
 SERVICEWIRE = {"REQUIRE_HTTPS": False}
+SILENCED_SYSTEM_CHECKS = ["servicewire.W001"]
 
 LOGGING = {
     "version": 1,

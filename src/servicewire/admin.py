@@ -24,7 +24,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from servicewire.auth import issue_key
-from servicewire.models import ApiKey, ClientApp
+from servicewire.models import ApiKey, ClientApp, clean_scopes
 
 if TYPE_CHECKING:
     ClientAppModelForm = forms.ModelForm[ClientApp]
@@ -39,7 +39,6 @@ else:
     ApiKeyTabularInline = admin.TabularInline
     ClientAppModelAdmin = ApiKeyModelAdmin = admin.ModelAdmin
 
-_SCOPE_RE = re.compile(r"[a-z0-9_.:-]+")
 _SCOPE_SEPARATORS = re.compile(r"[\s,]+")
 
 # The plain key from issue to the response that shows it, keyed by request so
@@ -68,18 +67,7 @@ class ClientAppForm(ClientAppModelForm):
     def clean_scopes(self) -> list[str]:
         """The labels as a list without repeats; refuses malformed labels."""
         text: str = self.cleaned_data["scopes"]
-        labels: list[str] = []
-        for label in _SCOPE_SEPARATORS.split(text.strip()):
-            if not label or label in labels:
-                continue
-            if not _SCOPE_RE.fullmatch(label):
-                raise forms.ValidationError(
-                    "Invalid scope %(label)s: use lower-case letters, digits and _ . : -",
-                    params={"label": label},
-                    code="invalid_scope",
-                )
-            labels.append(label)
-        return labels
+        return clean_scopes(label for label in _SCOPE_SEPARATORS.split(text.strip()) if label)
 
 
 class ApiKeyInline(ApiKeyTabularInline):

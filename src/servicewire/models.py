@@ -9,10 +9,33 @@ a database leak yields no usable credential. Keys are issued by
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+SCOPE_RE = re.compile(r"[a-z0-9_.:-]+")
+
+
+def clean_scopes(labels: Iterable[str]) -> list[str]:
+    """Scope labels checked and without repeats, in their order.
+
+    Raises ValidationError naming the first label that is not ``[a-z0-9_.:-]+``.
+    """
+    cleaned: list[str] = []
+    for label in labels:
+        if not SCOPE_RE.fullmatch(label):
+            raise ValidationError(
+                "Invalid scope %(label)s: use lower-case letters, digits and _ . : -",
+                params={"label": label},
+                code="invalid_scope",
+            )
+        if label not in cleaned:
+            cleaned.append(label)
+    return cleaned
 
 
 class ClientApp(models.Model):

@@ -6,43 +6,76 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ClientApp',
+            name="ClientApp",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('is_active', models.BooleanField(default=True, help_text="An inactive client's keys are all refused.")),
-                ('scopes', models.JSONField(blank=True, default=list, help_text='Labels granted to this client; a service that declares scopes needs one of them.')),
-                ('created', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('notes', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        default=True, help_text="An inactive client's keys are all refused."
+                    ),
+                ),
+                (
+                    "scopes",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Labels granted to this client; a service that declares scopes needs one of them.",
+                    ),
+                ),
+                (
+                    "created",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("notes", models.TextField(blank=True)),
             ],
             options={
-                'verbose_name': 'client application',
-                'ordering': ['name'],
+                "verbose_name": "client application",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.CharField(editable=False, max_length=32, unique=True)),
-                ('secret_hash', models.CharField(editable=False, max_length=128)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('expires', models.DateTimeField(blank=True, null=True)),
-                ('revoked', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_used', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('client', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='keys', to='servicewire.clientapp')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key_id", models.CharField(editable=False, max_length=32, unique=True)),
+                ("secret_hash", models.CharField(editable=False, max_length=128)),
+                (
+                    "created",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("expires", models.DateTimeField(blank=True, null=True)),
+                ("revoked", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_used", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "client",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="keys",
+                        to="servicewire.clientapp",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created'],
+                "verbose_name": "API key",
+                "ordering": ["-created"],
             },
         ),
     ]

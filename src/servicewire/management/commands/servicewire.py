@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from servicewire.auth import KEY_ID_LENGTH, issue_key, parse_duration
-from servicewire.models import ApiKey, ClientApp
+from servicewire.models import ApiKey, ClientApp, clean_scopes
 
-SCOPE_RE = re.compile(r"[a-z0-9_.:-]+")
 _NAME_MAX_LENGTH = ClientApp._meta.get_field("name").max_length or 100
 _KEY_ID_RE = re.compile(rf"[A-Za-z0-9]{{{KEY_ID_LENGTH}}}")
 # A whole key pasted where its id was expected: take the id, never echo the rest.
@@ -101,7 +101,10 @@ class Command(BaseCommand):
             raise CommandError("The client name must not be empty.")
         if len(name) > _NAME_MAX_LENGTH:
             raise CommandError(f"The client name is longer than {_NAME_MAX_LENGTH} characters.")
-        labels = clean_scopes(scopes)
+        try:
+            labels = clean_scopes(scopes)
+        except ValidationError as exc:
+            raise CommandError(exc.messages[0]) from None
         if ClientApp.objects.filter(name=name).exists():
             raise CommandError(f"A client named {name!r} already exists.")
         try:
@@ -218,22 +221,6 @@ def _base_options() -> CommandParser:
     for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
         options.add_argument(flag, action="store_true")
     return options
-
-
-def clean_scopes(labels: Sequence[str]) -> list[str]:
-    """Check scope labels and drop repeats, keeping their order.
-
-    Raises CommandError naming the first label that is not ``[a-z0-9_.:-]+``.
-    """
-    cleaned: list[str] = []
-    for label in labels:
-        if not SCOPE_RE.fullmatch(label):
-            raise CommandError(
-                f"Invalid scope {label!r}: use lower-case letters, digits and _ . : -"
-            )
-        if label not in cleaned:
-            cleaned.append(label)
-    return cleaned
 
 
 def _when(moment: datetime | None, *, none: str = "-") -> str:
