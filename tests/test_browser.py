@@ -1,0 +1,125 @@
+"""The admin in a real browser: headless Chromium driven by Playwright.
+
+An administrator creates a client, issues a key, copies it from the page, and
+the key works for a real call; afterwards no admin page shows it again.
+Skipped with the reason shown where Chromium or Playwright is missing
+(mandatory under CI, whose script installs both).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from servicewire import Client
+from tests.conftest import services_required
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_missing = (
+    "Chromium is not installed (apt-get install chromium)"
+    if CHROMIUM is None
+    else "Playwright is not installed (pip install playwright)"
+    if importlib.util.find_spec("playwright") is None
+    else None
+)
+if _missing and services_required():
+    raise RuntimeError(f"CI requires the browser tests, but {_missing}")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(_missing is not None, reason=_missing or ""),
+]
+
+PASSWORD = "a-long-test-password-1"  # noqa: S105
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls
+    # the test makes between page steps are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_admin_issues_a_key_shown_once_that_works(live_server: Any, browser_page: Any) -> None:
+    from django.contrib.auth.models import User
+
+    from servicewire.models import ApiKey
+
+    User.objects.create_superuser("admin", "admin@example.org", PASSWORD)
+    page = browser_page
+    base = live_server.url
+
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+
+    page.goto(f"{base}/admin/servicewire/clientapp/add/")
+    page.fill("#id_name", "desktop-tool")
+    page.fill("#id_scopes", "science")
+    page.click("input[name=_save]")
+    page.wait_for_url(f"{base}/admin/servicewire/clientapp/")
+    assert "desktop-tool" in page.content()
+
+    page.goto(f"{base}/admin/servicewire/apikey/add/")
+    page.select_option("#id_client", label="desktop-tool")
+    page.click("input[name=_save]")
+    plain = page.input_value("#id_plain_key")
+    assert plain.startswith("sw_")
+    page.screenshot(
+        path=os.path.join(os.environ.get("TMPDIR", "/tmp"), "sw-key-issued.png"), full_page=True
+    )
+
+    with Client(f"{base}/services/", plain) as sw:
+        assert sw.add(a=20, b=22) == 42
+
+    key = ApiKey.objects.get()
+    secret = plain.rsplit("_", 1)[1]
+    for path in (
+        "/admin/servicewire/apikey/",
+        f"/admin/servicewire/apikey/{key.pk}/change/",
+        f"/admin/servicewire/clientapp/{key.client.pk}/change/",
+    ):
+        page.goto(base + path)
+        html = page.content()
+        assert key.key_id in html
+        assert secret not in html and key.secret_hash not in html
+
+    # Revoking from the list's action stops the key on the next call.
+    page.goto(f"{base}/admin/servicewire/apikey/")
+    page.check(f"input[name=_selected_action][value='{key.pk}']")
+    page.select_option("select[name=action]", "revoke_keys")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=Revoked 1 key")
+    from servicewire.errors import Unauthorized
+
+    with Client(f"{base}/services/", plain) as sw, pytest.raises(Unauthorized):
+        sw.add(a=1, b=1)
