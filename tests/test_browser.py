@@ -9,9 +9,9 @@ Skipped with the reason shown where Chromium or Playwright is missing
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(_missing is not None, reason=_missing or ""),
 ]
 
-PASSWORD = "a-long-test-password-1"  # noqa: S105
+PASSWORD = "a-long-test-password-1"
 
 
 @pytest.fixture
@@ -67,7 +67,9 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             browser.close()
 
 
-def test_admin_issues_a_key_shown_once_that_works(live_server: Any, browser_page: Any) -> None:
+def test_admin_issues_a_key_shown_once_that_works(
+    live_server: Any, browser_page: Any, tmp_path: Path
+) -> None:
     from django.contrib.auth.models import User
 
     from servicewire.models import ApiKey
@@ -94,9 +96,7 @@ def test_admin_issues_a_key_shown_once_that_works(live_server: Any, browser_page
     page.click("input[name=_save]")
     plain = page.input_value("#id_plain_key")
     assert plain.startswith("sw_")
-    page.screenshot(
-        path=os.path.join(os.environ.get("TMPDIR", "/tmp"), "sw-key-issued.png"), full_page=True
-    )
+    page.screenshot(path=str(tmp_path / "key-issued.png"), full_page=True)
 
     with Client(f"{base}/services/", plain) as sw:
         assert sw.add(a=20, b=22) == 42
