@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -11,8 +12,19 @@ from django.http import HttpRequest
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from servicewire.auth import authenticate, issue_key, parse_duration
+from servicewire import auth
+from servicewire.auth import Caller, issue_key, parse_duration
+from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
+
+
+def authenticate(request: Any) -> Caller | None:
+    """The caller, or None where the credential proves nothing (or is absent)."""
+    try:
+        return auth.authenticate(request)
+    except Unauthorized:
+        return None
+
 
 pytestmark = pytest.mark.django_db
 

@@ -67,7 +67,7 @@ def test_duplicate_name_is_a_clear_error(scratch: list[str]) -> None:
 
 
 def test_scopes_must_be_a_list_not_a_string() -> None:
-    with pytest.raises(RegistryError, match="scopes must be a list"):
+    with pytest.raises(RegistryError, match="scopes and permissions must be lists"):
         service(name="scoped.wrong", scopes="science")(lambda: None)
 
 

@@ -14,8 +14,10 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.http import HttpRequest
@@ -23,6 +25,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from servicewire.conf import get_settings
+from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -33,6 +36,7 @@ _KEY_RE = re.compile(
     rf"^sw_(?P<key_id>[A-Za-z0-9]{{{KEY_ID_LENGTH}}})_(?P<secret>[A-Za-z0-9]{{{SECRET_LENGTH}}})$"
 )
 _HASH_SALT = "servicewire.auth.api-key"
+INVALID_CREDENTIAL = "the credential is invalid, expired or revoked"
 # Compared against when the key id is unknown, so that an unknown id and a
 # wrong secret cost the same time and get the same answer.
 _DUMMY_HASH = "0" * 64
@@ -40,19 +44,42 @@ _DUMMY_HASH = "0" * 64
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: the client application and the key it used."""
+    """An authenticated caller: the client application and how it proved it.
+
+    ``credential`` is ``"key"``, ``"token"``, ``"signature"`` or ``"session"``;
+    ``key_id`` names the key behind the credential (empty for a session).
+    ``token_scopes`` narrows the client's scopes for a token that asked for
+    fewer. ``check_body`` verifies the body once it is read (a signed
+    request's ``Content-Digest``); it raises ``Unauthorized`` on a mismatch.
+    """
 
     client: ClientApp
     key_id: str
+    credential: str = "key"
+    user: Any = None
+    token_scopes: frozenset[str] | None = None
+    check_body: Callable[[bytes | bytearray], None] | None = None
 
     @property
     def scopes(self) -> frozenset[str]:
-        """The scopes granted to the calling client."""
-        return self.client.scope_set
+        """The scopes this caller holds now: the client's, narrowed by a token."""
+        granted = self.client.scope_set
+        return granted if self.token_scopes is None else granted & self.token_scopes
 
     def may_call(self, required_scopes: frozenset[str]) -> bool:
         """Whether this caller holds one of ``required_scopes`` (none: open)."""
         return not required_scopes or bool(required_scopes & self.scopes)
+
+    def has_permissions(self, permissions: frozenset[str]) -> bool:
+        """Whether the Django user behind this caller holds every permission.
+
+        A key's caller acts as its client's linked user, if any; a caller with
+        no user holds no permission.
+        """
+        if not permissions:
+            return True
+        user = self.user if self.user is not None else self.client.user
+        return user is not None and user.is_active and bool(user.has_perms(permissions))
 
 
 def _random_string(length: int) -> str:
@@ -120,24 +147,47 @@ def bearer_key(request: HttpRequest) -> str | None:
 
 
 def authenticate(request: HttpRequest) -> Caller | None:
-    """The caller a request proves to be, or None when it proves nothing.
+    """The caller a request proves to be; None when it presents no credential.
 
-    A missing, malformed, unknown, wrong, revoked or expired key, or a
-    disabled client, all give None: the caller learns nothing about which.
+    Raises Unauthorized, with a reason fit to send back, when it presents a
+    credential that proves nothing. A missing, unknown, wrong, revoked or
+    expired key, or a disabled client, all get the same reason.
     """
+    from servicewire import sessions, signatures, tokens
+
+    if signatures.is_signed(request):
+        return signatures.authenticate_signature(request)
     plain = bearer_key(request)
-    match = _KEY_RE.match(plain) if plain else None
+    if plain is None:
+        return sessions.authenticate_session(request)
+    if tokens.looks_like_token(plain):
+        return tokens.authenticate_token(plain)
+    return authenticate_key(plain)
+
+
+def authenticate_key(plain: str) -> Caller:
+    """The caller behind a plain bearer key; raises Unauthorized otherwise."""
+    match = _KEY_RE.match(plain)
     if match is None:
-        return None
-    key = ApiKey.objects.select_related("client").filter(key_id=match["key_id"]).first()
-    stored = key.secret_hash if key is not None else _DUMMY_HASH
+        raise Unauthorized(INVALID_CREDENTIAL)
+    key = usable_key(match["key_id"])
+    stored = key.secret_hash if key is not None and key.secret_hash else _DUMMY_HASH
     if not _secret_matches(match["secret"], stored) or key is None:
+        raise Unauthorized(INVALID_CREDENTIAL)
+    _touch(key, timezone.now())
+    return Caller(client=key.client, key_id=key.key_id, credential="key")
+
+
+def usable_key(key_id: str) -> ApiKey | None:
+    """The key with this id if it may authenticate right now, else None.
+
+    Read from the database on every request: a revoked or expired key, or a
+    disabled client, is refused on the very next call in every worker.
+    """
+    key = ApiKey.objects.select_related("client", "client__user").filter(key_id=key_id).first()
+    if key is None or not key.is_usable(timezone.now()):
         return None
-    now = timezone.now()
-    if not key.is_usable(now):
-        return None
-    _touch(key, now)
-    return Caller(client=key.client, key_id=key.key_id)
+    return key
 
 
 def _touch(key: ApiKey, now: datetime) -> None:

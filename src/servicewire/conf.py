@@ -44,6 +44,20 @@ class Settings:
         DISCOVERY: serve ``GET <mount>/`` and ``openapi.json`` to callers.
         KEY_LAST_USED_RESOLUTION: seconds between writes of a key's
             ``last_used`` (each call would otherwise cost a database write).
+        ALLOW_PICKLE: let clients flagged ``allow_pickle`` use the pickle
+            codec (allow-listed types only). Default off.
+        PICKLE_ALLOW: extra ``"module.name"`` globals the unpickler accepts,
+            beyond the built-in allow-list.
+        RATE: default rate limit per client, like ``"600/m"``; empty: none.
+        AUTH_FAILURE_RATE: failed authentications allowed per remote address.
+        TRUSTED_PROXIES: how many reverse proxies in front of the site append
+            to ``X-Forwarded-For``; 0 means ``REMOTE_ADDR`` is the caller.
+        TOKEN_LIFETIME: seconds a token from ``_auth/token`` stays valid.
+        ALLOW_PASSWORD_LOGIN: let ``_auth/token`` accept a site user's
+            username and password.
+        SIGNATURE_MAX_SKEW: seconds a signature's ``created`` may differ from
+            the server's clock, either way; also how long nonces are kept.
+        AUDIT: write an audit entry for every request to the mount.
     """
 
     REQUIRE_HTTPS: bool
@@ -55,6 +69,15 @@ class Settings:
     MAX_STR_LENGTH: int = 64 * 2**20
     DISCOVERY: bool = True
     KEY_LAST_USED_RESOLUTION: int = 60
+    ALLOW_PICKLE: bool = False
+    PICKLE_ALLOW: tuple[str, ...] = ()
+    RATE: str = ""
+    AUTH_FAILURE_RATE: str = "30/m"
+    TRUSTED_PROXIES: int = 0
+    TOKEN_LIFETIME: int = 900
+    ALLOW_PASSWORD_LOGIN: bool = False
+    SIGNATURE_MAX_SKEW: int = 300
+    AUDIT: bool = True
 
     @cached_property
     def limits(self) -> Limits:
@@ -76,6 +99,12 @@ _TYPES: dict[str, type] = {
     "REQUIRE_HTTPS": bool,
     "HIDE_FROM_UNAUTHENTICATED": bool,
     "DISCOVERY": bool,
+    "ALLOW_PICKLE": bool,
+    "ALLOW_PASSWORD_LOGIN": bool,
+    "AUDIT": bool,
+    "PICKLE_ALLOW": tuple,
+    "RATE": str,
+    "AUTH_FAILURE_RATE": str,
 }
 
 
@@ -99,6 +128,8 @@ def _build() -> Settings:
             f"Known: {', '.join(sorted(SETTING_NAMES))}."
         )
     values = dict(raw)
+    if isinstance(values.get("PICKLE_ALLOW"), list):
+        values["PICKLE_ALLOW"] = tuple(values["PICKLE_ALLOW"])
     values.setdefault("REQUIRE_HTTPS", not django_settings.DEBUG)
     for name, value in values.items():
         expected = _TYPES.get(name, int)

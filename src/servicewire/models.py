@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -51,6 +52,24 @@ class ClientApp(models.Model):
         help_text="Labels granted to this client; a service that declares scopes "
         "needs one of them.",
     )
+    allow_pickle = models.BooleanField(
+        default=False,
+        help_text="May send and receive pickle, where the site allows it at all "
+        "(ALLOW_PICKLE). Even then only allow-listed types are unpickled.",
+    )
+    rate = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Rate limit such as 600/m; empty for the site's default.",
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="servicewire_client",
+        help_text="The site user whose browser calls count as this client.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     notes = models.TextField(blank=True)
 
@@ -77,7 +96,22 @@ class ApiKey(models.Model):
 
     client = models.ForeignKey(ClientApp, on_delete=models.CASCADE, related_name="keys")
     key_id = models.CharField(max_length=32, unique=True, editable=False)
-    secret_hash = models.CharField(max_length=128, editable=False)
+    secret_hash = models.CharField(max_length=128, blank=True, editable=False)
+    public_key = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="For a signing key: the ed25519 public key (the site never holds "
+        "the private key). Empty for a bearer key.",
+    )
+    replaced_by = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The key issued when this one was rotated.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True, editable=False)
@@ -109,3 +143,41 @@ class ApiKey(models.Model):
         if not self.client.is_active:
             return "client disabled"
         return "active"
+
+
+class AuditEntry(models.Model):
+    """One request to the mount, allowed or refused. Holds no secret.
+
+    ``client_name`` and ``key_id`` are copied, not only linked, so that the
+    trail still says who called after a client or key is deleted.
+    """
+
+    time = models.DateTimeField(default=timezone.now, db_index=True)
+    client = models.ForeignKey(
+        ClientApp, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_name = models.CharField(max_length=100, blank=True)
+    key_id = models.CharField(max_length=32, blank=True)
+    credential = models.CharField(max_length=16, blank=True)
+    service = models.CharField(max_length=200, blank=True)
+    status = models.PositiveSmallIntegerField()
+    error_type = models.CharField(max_length=100, blank=True)
+    duration_ms = models.FloatField()
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+    remote_addr = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit trail"
+        ordering = ["-time"]
+        indexes = [
+            models.Index(fields=["client_name", "time"]),
+            models.Index(fields=["service", "time"]),
+        ]
+
+    def __str__(self) -> str:
+        who = self.client_name or "anonymous"
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {who} {self.service or '-'} {self.status}"

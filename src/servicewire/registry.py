@@ -164,6 +164,13 @@ class Parameter:
         return msgspec.convert(value, self.annotation, strict=not lax, dec_hook=_convert_hook)
 
 
+class _EveryDatabase:
+    """Contains every database alias (what Django's non_atomic_requests records)."""
+
+    def __contains__(self, alias: object) -> bool:
+        return True
+
+
 class Service:
     """A registered service: the function, its name, scopes and signature.
 
@@ -172,20 +179,31 @@ class Service:
     request through servicewire: authentication, decoding, validation.
     """
 
-    csrf_exempt = True  # calls authenticate with keys, not cookies
+    csrf_exempt = True  # servicewire checks CSRF itself for session callers
+    # Routed as a view, the call runs outside ATOMIC_REQUESTS so that its audit
+    # entry survives a rollback; the service itself still gets a transaction.
+    _non_atomic_requests = _EveryDatabase()
 
-    def __init__(self, func: Callable[..., Any], *, name: str, scopes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str,
+        scopes: Iterable[str] = (),
+        permissions: Iterable[str] = (),
+    ) -> None:
         if not NAME_RE.match(name) or name in RESERVED_NAMES:
             raise RegistryError(
                 f"invalid service name {name!r}: use dotted lower-case identifiers "
                 "such as 'billing.invoice_total' (a leading '_' and 'openapi.json' are reserved)"
             )
-        if isinstance(scopes, str):
-            raise RegistryError(f"{name}: scopes must be a list of labels, not a string")
+        if isinstance(scopes, str) or isinstance(permissions, str):
+            raise RegistryError(f"{name}: scopes and permissions must be lists, not strings")
         functools.update_wrapper(self, func)
         self.func = func
         self.name = name
         self.scopes = frozenset(scopes)
+        self.permissions = frozenset(permissions)
         self.doc = inspect.cleandoc(func.__doc__ or "")
         self.is_async = inspect.iscoroutinefunction(func)
         self.parameters, self.accepts_any_keyword = _compile_parameters(func, name)
@@ -362,7 +380,7 @@ registry = Registry()
 def service(func: Callable[..., Any], /) -> Service: ...
 @overload
 def service(
-    *, name: str | None = None, scopes: Iterable[str] = ()
+    *, name: str | None = None, scopes: Iterable[str] = (), permissions: Iterable[str] = ()
 ) -> Callable[[Callable[..., Any]], Service]: ...
 
 
@@ -372,15 +390,18 @@ def service(
     *,
     name: str | None = None,
     scopes: Iterable[str] = (),
+    permissions: Iterable[str] = (),
 ) -> Service | Callable[[Callable[..., Any]], Service]:
     """Register a function (sync or ``async def``) as a service.
 
     ``name`` defaults to the function's name; ``scopes`` lists the labels of
-    which a calling client needs one (none: open to every active client).
+    which a calling client needs one (none: open to every active client);
+    ``permissions`` lists Django permissions (``"app.codename"``) that the
+    user behind the caller must all hold.
     """
 
     def register(f: Callable[..., Any]) -> Service:
-        svc = Service(f, name=name or f.__name__, scopes=scopes)
+        svc = Service(f, name=name or f.__name__, scopes=scopes, permissions=permissions)
         registry.add(svc)
         return svc
 

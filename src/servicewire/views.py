@@ -1,10 +1,11 @@
 """The only server module that speaks HTTP.
 
-A call reads top to bottom in :func:`serve_service`: request id, credential,
-transport checks, negotiation, service, scopes, body, arguments, the function,
-the response. Every refusal is a :class:`ServiceError` turned into the error
-envelope by :func:`_error_response`, in the negotiated codec (JSON when
-negotiation itself failed).
+A call reads top to bottom in :func:`_call`: address limit, credential,
+transport checks, client rate, negotiation, service, scopes and permissions,
+body, arguments, the function, the response. Every refusal is a
+:class:`ServiceError` turned into the error envelope by :func:`_error_response`,
+in the negotiated codec (JSON when negotiation itself failed). Every request,
+allowed or refused, leaves one audit entry (:func:`_audited`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import codecs
+from servicewire import audit, codecs, throttle, tokens
+from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
 from servicewire.conf import Settings, get_settings
@@ -49,15 +52,32 @@ _READ_CHUNK = 1 << 20
 
 @dataclass
 class _Exchange:
-    """What one request has established so far, for its response."""
+    """What one request has established so far, for its response and audit."""
 
     request_id: str
+    record: AuditRecord
     codec: Codec = codecs.JSON
 
 
 def _request_id(request: HttpRequest) -> str:
     sent = request.headers.get("X-Request-ID", "")
     return sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+
+
+def remote_addr(request: HttpRequest, trusted_proxies: int) -> str:
+    """The caller's address: ``REMOTE_ADDR``, or the address the nearest
+    trusted proxy saw, from the right of ``X-Forwarded-For``.
+
+    Entries further left were written by the client itself and prove nothing.
+    """
+    direct = str(request.META.get("REMOTE_ADDR") or "")
+    if trusted_proxies <= 0:
+        return direct
+    forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",")]
+    forwarded = [a for a in forwarded if a]
+    if len(forwarded) < trusted_proxies:
+        return forwarded[0] if forwarded else direct
+    return forwarded[-trusted_proxies]
 
 
 def _response(content: bytes, exchange: _Exchange, status: int = 200) -> HttpResponse:
@@ -68,6 +88,7 @@ def _response(content: bytes, exchange: _Exchange, status: int = 200) -> HttpRes
 
 def _error_response(error: ServiceError, exchange: _Exchange) -> HttpResponse:
     response = _response(exchange.codec.encode_error(error), exchange, error.status)
+    exchange.record.error_type = error.type
     if isinstance(error, Unauthorized):
         response["WWW-Authenticate"] = 'Bearer realm="servicewire"'
     if isinstance(error, MethodNotAllowed) and isinstance(error.details, dict):
@@ -78,14 +99,27 @@ def _error_response(error: ServiceError, exchange: _Exchange) -> HttpResponse:
     return response
 
 
-def _check_caller(request: HttpRequest, config: Settings, method: str) -> Caller:
-    """Who calls, and whether this transport and method are acceptable.
+def _check_caller(
+    request: HttpRequest, exchange: _Exchange, config: Settings, method: str
+) -> Caller:
+    """Who calls, and whether this transport, method and rate are acceptable.
 
     In hide mode a caller without a valid credential gets the site's own 404,
     exactly as for a URL that does not exist (Http404 goes to Django's handler).
     """
-    caller = authenticate(request)
+    address = exchange.record.remote_addr
+    refusal: ServiceError | None = None
+    try:
+        # Before any credential is checked, so that keys cannot be guessed
+        # faster than the failure rate allows.
+        throttle.check_address(address)
+        caller = authenticate(request)
+    except (Unauthorized, ServiceError) as error:
+        caller, refusal = None, error
     if caller is None and config.HIDE_FROM_UNAUTHENTICATED:
+        if isinstance(refusal, Unauthorized):
+            throttle.note_failure(address)
+        exchange.record.error_type = refusal.type if refusal else "Unauthorized"
         raise Http404
     if config.REQUIRE_HTTPS and not request.is_secure():
         raise Forbidden("HTTPS is required: this site refuses calls over plain HTTP")
@@ -93,27 +127,42 @@ def _check_caller(request: HttpRequest, config: Settings, method: str) -> Caller
         raise MethodNotAllowed(
             f"use {method} here, not {request.method}", details={"allowed": [method]}
         )
+    if refusal is not None:
+        if isinstance(refusal, Unauthorized):
+            throttle.note_failure(address)
+        raise refusal
     if caller is None:
-        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+        raise Unauthorized("a credential is required (Authorization: Bearer <key>)")
+    exchange.record.caller = caller
+    throttle.check_client(caller)
     return caller
 
 
-def _negotiate(request: HttpRequest, exchange: _Exchange, has_body: bool) -> Codec:
+def _available_codecs(caller: Caller, config: Settings) -> tuple[Codec, ...]:
+    """The codecs this caller may use: pickle only where site and client allow it."""
+    return tuple(codecs.CODECS.values())
+
+
+def _negotiate(
+    request: HttpRequest, exchange: _Exchange, has_body: bool, available: tuple[Codec, ...]
+) -> Codec:
     """The request's codec; also sets the response codec on ``exchange``."""
     content_type = request.headers.get("Content-Type", "")
     request_codec = codecs.codec_for_content_type(content_type) if content_type else None
+    if request_codec not in available:
+        request_codec = None
     # An empty body means no arguments, whatever type it claims to be.
     if request_codec is None and has_body:
         raise UnsupportedMediaType(
             f"cannot read a body of type {content_type[:100]!r}; "
-            f"send one of: {', '.join(c.content_type for c in codecs.CODECS.values())}",
+            f"send one of: {', '.join(c.content_type for c in available)}",
         )
     default = request_codec or codecs.JSON
-    response_codec = codecs.negotiate(request.headers.get("Accept"), default)
+    response_codec = codecs.negotiate(request.headers.get("Accept"), default, available)
     if response_codec is None:
         raise NotAcceptable(
             "no codec matches Accept; this site answers in: "
-            + ", ".join(c.content_type for c in codecs.CODECS.values())
+            + ", ".join(c.content_type for c in available)
         )
     exchange.codec = response_codec
     return default
@@ -148,10 +197,28 @@ def _read_body(request: HttpRequest, length: int, limit: int) -> bytearray:
     return body
 
 
+def _find_service(name: str | Service, caller: Caller) -> Service:
+    found = registry.get(name) if isinstance(name, str) else name
+    if found is None:
+        raise NotFound(f"no service named {str(name)[:200]!r}")
+    if not caller.may_call(found.scopes):
+        raise Forbidden(
+            f"this client may not call {found.name!r}: it needs one of the scopes "
+            + ", ".join(sorted(found.scopes))
+        )
+    if not caller.has_permissions(found.permissions):
+        raise Forbidden(f"calling {found.name!r} needs permissions the caller does not hold")
+    return found
+
+
 def _run(svc: Service, kwargs: dict[str, Any]) -> Any:
-    if svc.is_async:
-        return async_to_sync(svc.func)(**kwargs)
-    return svc.func(**kwargs)
+    call: Callable[..., Any] = async_to_sync(svc.func) if svc.is_async else svc.func
+    # The view itself runs outside ATOMIC_REQUESTS (so that the audit entry
+    # survives a rollback); the service keeps the transaction the site asked for.
+    if any(db.get("ATOMIC_REQUESTS") for db in django_settings.DATABASES.values()):
+        with transaction.atomic():
+            return call(**kwargs)
+    return call(**kwargs)
 
 
 def _internal_error(exc: BaseException, name: str, exchange: _Exchange) -> InternalError:
@@ -164,79 +231,140 @@ def _internal_error(exc: BaseException, name: str, exchange: _Exchange) -> Inter
     return InternalError(f"the service failed; quote request id {exchange.request_id}")
 
 
-def serve_service(request: HttpRequest, svc: Service | str) -> HttpResponse:
-    """Serve one call of ``svc`` (a service, or a name to look up)."""
-    exchange = _Exchange(_request_id(request))
+def _call(request: HttpRequest, svc: Service | str, exchange: _Exchange) -> HttpResponse:
     name = svc if isinstance(svc, str) else svc.name
+    config = get_settings()
+    caller = _check_caller(request, exchange, config, "POST")
+    length = _declared_length(request)
+    request_codec = _negotiate(request, exchange, length > 0, _available_codecs(caller, config))
+    found = _find_service(svc, caller)
+    body = _read_body(request, length, config.MAX_BODY_BYTES)
+    exchange.record.bytes_in = len(body)
+    if caller.check_body is not None:
+        caller.check_body(body)
+    arguments = request_codec.decode(body, config.limits) if body else {}
+    if not isinstance(arguments, dict):
+        raise BadRequest("the body must be a map of argument names to values")
+    kwargs = found.bind(arguments, lax=request_codec is codecs.JSON)
     try:
-        config = get_settings()
-        caller = _check_caller(request, config, "POST")
-        length = _declared_length(request)
-        request_codec = _negotiate(request, exchange, length > 0)
-        found = registry.get(name) if isinstance(svc, str) else svc
-        if found is None or not caller.may_call(found.scopes):
-            if found is None:
-                raise NotFound(f"no service named {name[:200]!r}")
-            raise Forbidden(
-                f"this client may not call {name!r}: it needs one of the scopes "
-                + ", ".join(sorted(found.scopes))
-            )
-        body = _read_body(request, length, config.MAX_BODY_BYTES)
-        arguments = request_codec.decode(body, config.limits) if body else {}
-        if not isinstance(arguments, dict):
-            raise BadRequest("the body must be a map of argument names to values")
-        kwargs = found.bind(arguments, lax=request_codec is codecs.JSON)
         result = _run(found, kwargs)
         if isinstance(result, HttpResponse):
             result.setdefault("X-Request-ID", exchange.request_id)
             return result
-        try:
-            return _response(exchange.codec.encode(result), exchange)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise _internal_error(exc, name, exchange) from exc
-    except Http404:
+        return _response(exchange.codec.encode(result), exchange)
+    except ServiceError:
         raise
-    except ServiceError as error:
-        return _error_response(error, exchange)
     except Exception as exc:
-        return _error_response(_internal_error(exc, name, exchange), exchange)
+        raise _internal_error(exc, name, exchange) from exc
 
 
-def _serve_listing(
-    request: HttpRequest, build: Callable[[list[Service], HttpRequest], Any]
+def _audited(
+    request: HttpRequest,
+    service: str,
+    handle: Callable[[HttpRequest, _Exchange], HttpResponse],
 ) -> HttpResponse:
-    exchange = _Exchange(_request_id(request))
+    """Run ``handle`` and write the request's one audit entry, whatever happens."""
+    request_id = _request_id(request)
+    record = AuditRecord(
+        request_id=request_id,
+        remote_addr=remote_addr(request, get_settings().TRUSTED_PROXIES),
+        user_agent=request.headers.get("User-Agent", ""),
+        service=service,
+    )
+    exchange = _Exchange(request_id, record)
+    status = 500
+    bytes_out = 0
     try:
+        try:
+            response = handle(request, exchange)
+        except ServiceError as error:
+            response = _error_response(error, exchange)
+        except Http404:
+            status = 404
+            raise
+        except Exception as exc:
+            response = _error_response(_internal_error(exc, service, exchange), exchange)
+        status = response.status_code
+        if not response.streaming:
+            bytes_out = len(response.content)
+        return response
+    finally:
+        audit.write(record, status, bytes_out)
+
+
+def serve_service(request: HttpRequest, svc: Service | str) -> HttpResponse:
+    """Serve one call of ``svc`` (a service, or a name to look up)."""
+    name = svc if isinstance(svc, str) else svc.name
+    return _audited(request, name, lambda req, exchange: _call(req, svc, exchange))
+
+
+def _listing(
+    build: Callable[[list[Service], HttpRequest], Any],
+) -> Callable[[HttpRequest, _Exchange], HttpResponse]:
+    def handle(request: HttpRequest, exchange: _Exchange) -> HttpResponse:
         config = get_settings()
         if not config.DISCOVERY:
             raise NotFound("discovery is turned off on this site")
-        caller = _check_caller(request, config, "GET")
-        exchange.codec = codecs.negotiate(request.headers.get("Accept"), codecs.JSON) or codecs.JSON
-        visible = [s for s in registry if caller.may_call(s.scopes)]
+        caller = _check_caller(request, exchange, config, "GET")
+        available = _available_codecs(caller, config)
+        exchange.codec = (
+            codecs.negotiate(request.headers.get("Accept"), codecs.JSON, available) or codecs.JSON
+        )
+        visible = [
+            s
+            for s in registry
+            if caller.may_call(s.scopes) and caller.has_permissions(s.permissions)
+        ]
         return _response(exchange.codec.encode(build(visible, request)), exchange)
-    except Http404:
-        raise
-    except ServiceError as error:
-        return _error_response(error, exchange)
+
+    return handle
+
+
+def _token(request: HttpRequest, exchange: _Exchange) -> HttpResponse:
+    config = get_settings()
+    length = _declared_length(request)
+    if request.method == "POST" and length and tokens.is_password_login(request):
+        # A site user's username and password, where the site allows it.
+        caller = tokens.authenticate_password(request, _read_body(request, length, 4096))
+        exchange.record.caller = caller
+        return _response(exchange.codec.encode(tokens.issue_token(caller, {})), exchange)
+    caller = _check_caller(request, exchange, config, "POST")
+    request_codec = _negotiate(request, exchange, length > 0, _available_codecs(caller, config))
+    body = _read_body(request, length, 64 * 1024)
+    exchange.record.bytes_in = len(body)
+    if caller.check_body is not None:
+        caller.check_body(body)
+    arguments = request_codec.decode(body, config.limits) if body else {}
+    if not isinstance(arguments, dict):
+        raise BadRequest("the body must be a map")
+    return _response(exchange.codec.encode(tokens.issue_token(caller, arguments)), exchange)
 
 
 @csrf_exempt
+@transaction.non_atomic_requests
 def call(request: HttpRequest, name: str) -> HttpResponse:
     """``POST <mount>/<name>``: call a service."""
     return serve_service(request, name)
 
 
 @csrf_exempt
+@transaction.non_atomic_requests
 def discovery(request: HttpRequest) -> HttpResponse:
     """``GET <mount>/``: the services this caller may call, with JSON Schemas."""
-    return _serve_listing(
-        request, lambda services, _: {"services": [s.describe() for s in services]}
-    )
+    build = _listing(lambda services, _: {"services": [s.describe() for s in services]})
+    return _audited(request, "", build)
 
 
 @csrf_exempt
+@transaction.non_atomic_requests
 def openapi(request: HttpRequest) -> HttpResponse:
     """``GET <mount>/openapi.json``: OpenAPI 3.1 for the JSON codec."""
-    return _serve_listing(
-        request, lambda services, req: openapi_document(services, req.build_absolute_uri("."))
-    )
+    build = _listing(lambda services, req: openapi_document(services, req.build_absolute_uri(".")))
+    return _audited(request, "openapi.json", build)
+
+
+@csrf_exempt
+@transaction.non_atomic_requests
+def token(request: HttpRequest) -> HttpResponse:
+    """``POST <mount>/_auth/token``: trade a credential for a short-lived token."""
+    return _audited(request, "_auth/token", _token)
