@@ -34,6 +34,8 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from servicewire import codecs, errors
+from servicewire.credentials import BearerAuth, TokenAuth
+from servicewire.signing import SignatureAuth
 
 __all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
 
@@ -69,6 +71,29 @@ _CLIENT_CODECS = {codec.name: codec for codec in (codecs.MSGPACK, codecs.JSON)}
 _E = TypeVar("_E", bound=errors.ServiceError)
 
 _SNIPPET_CHARS = 200
+
+
+def _credential(
+    key: str | None,
+    key_id: str | None,
+    signing_key: str | None,
+    *,
+    use_tokens: bool,
+    token_url: str,
+) -> httpx.Auth | None:
+    """The httpx.Auth for the credential given: a signing key wins over a key."""
+    auth: httpx.Auth | None = None
+    if signing_key is not None or key_id is not None:
+        if signing_key is None or key_id is None:
+            raise ValueError("a signing key needs both key_id=... and signing_key=...")
+        auth = SignatureAuth(key_id, signing_key)
+    elif key is not None:
+        auth = BearerAuth(key)
+    if use_tokens:
+        if auth is None:
+            raise ValueError("use_tokens=True needs a key or a signing key to log in with")
+        auth = TokenAuth(auth, token_url)
+    return auth
 
 
 def _user_agent() -> str:
@@ -219,6 +244,9 @@ class _BaseClient:
         timeout: float = 60.0,
         headers: Mapping[str, str] | None = None,
         verify: ssl.SSLContext | str | bool = True,
+        key_id: str | None = None,
+        signing_key: str | None = None,
+        use_tokens: bool = False,
     ) -> None:
         url = url or _env("SERVICEWIRE_URL")
         if not url:
@@ -246,11 +274,22 @@ class _BaseClient:
         self._key = key
         self._codec = _CLIENT_CODECS[codec]
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
-        if key is not None:
-            default_headers["Authorization"] = f"Bearer {key}"
+        self._auth = _credential(
+            key,
+            key_id if key_id is not None else _env("SERVICEWIRE_KEY_ID"),
+            signing_key if signing_key is not None else _env("SERVICEWIRE_SIGNING_KEY"),
+            use_tokens=use_tokens,
+            token_url=self._url + "_auth/token",
+        )
         # Redirects are not followed: a POST would turn into a GET, and the
         # client should be pointed at the right URL instead (see _wire_error).
-        self._open(headers=default_headers, timeout=timeout, verify=verify, follow_redirects=False)
+        self._open(
+            headers=default_headers,
+            timeout=timeout,
+            verify=verify,
+            follow_redirects=False,
+            auth=self._auth,
+        )
 
     def _open(self, **options: Any) -> None:
         """Create the pooled httpx client, of the subclass's I/O flavour."""
