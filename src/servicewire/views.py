@@ -61,7 +61,9 @@ class _Exchange:
 
 def _request_id(request: HttpRequest) -> str:
     sent = request.headers.get("X-Request-ID", "")
-    return sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+    # One shaped like a credential is neither echoed nor stored in the audit.
+    sane = _REQUEST_ID_RE.fullmatch(sent) and not audit.looks_secret(sent)
+    return sent if sane else uuid.uuid4().hex
 
 
 def remote_addr(request: HttpRequest, trusted_proxies: int) -> str:
