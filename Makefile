@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint pytest pytest-postgres clean
+.PHONY: demo test lint pytest pytest-postgres bench clean
 
 $(VENV)/.demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -e '.[dev]'
 	touch $@ $(VENV)/.demo
+
+$(VENV)/.bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[bench]'
+	touch $@
+
+## Benchmark servicewire against its peers (bench/README.md); BENCH_ARGS=--quick for a smoke run.
+bench: $(VENV)/.bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 ## Run the bundled example site and call it through the real client.
 demo: $(VENV)/.demo

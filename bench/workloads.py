@@ -1,0 +1,196 @@
+"""The five workloads, run from the parent process against running servers.
+
+Each measurement is a fresh ``bench.measure`` process (see there); this
+module decides what to measure, resets the servers' peak memory while the
+client waits at ``ready``, and collects both sides' figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.memory import PeakWatch
+from bench.peers import ALL_PEERS, HTTP_PEERS, Flight, Memcpy, Peer, RawSocket
+from bench.servers import ROOT, Servers, bench_env
+
+MB = 1_000_000
+_JSON_CANNOT = (
+    "not attempted: 1 GB of float64 is ~2.4 GB of JSON text and 125 million "
+    "Python floats (~4 GB) on each side, minutes per call"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and bounds of one run: the full run, or ``--quick``."""
+
+    w1_count: int
+    w1_seconds: float
+    w2_clients: int
+    w2_seconds: float
+    sizes: tuple[int, ...]  # W3/W4 payloads, bytes
+    reps: int
+    rep_budget: float  # stop repeating once a measurement took this long, s
+    huge: int  # W5 payload, bytes
+
+
+FULL = Plan(5000, 4.0, 16, 5.0, (8 * MB, 80 * MB), 5, 6.0, 1000 * MB)
+QUICK = Plan(300, 0.5, 16, 1.0, (1 * MB, 8 * MB), 2, 0.5, 64 * MB)
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no answer from the client within {timeout:.0f} s")
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the client exited with {process.wait(10)}")
+    return line.strip()
+
+
+def _server_watches(peer: type[Peer], servers: Servers) -> list[PeakWatch]:
+    if peer is Flight:
+        return [PeakWatch(servers.flight_pid())]
+    if peer is RawSocket:
+        return [PeakWatch(servers.socket_pid())]
+    if peer is Memcpy:
+        return []
+    # The request may land on either worker; the one that served it shows the peak.
+    return [PeakWatch(pid) for pid in servers.site_workers()]
+
+
+def measure(
+    servers: Servers, peer: type[Peer], spec: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Run one measurement of ``peer`` in a fresh client process."""
+    spec = {
+        **spec,
+        "peer": peer.name,
+        "urls": {
+            "site": servers.site_url,
+            "flight": servers.flight_port,
+            "socket": servers.socket_port,
+        },
+    }
+    env = bench_env(BENCH_SERVICEWIRE_KEY=servers.key)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.measure", json.dumps(spec)],
+        env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        if _read_line(process, 60) != "ready":
+            raise RuntimeError("the client did not get ready")
+        watches = _server_watches(peer, servers)
+        for watch in watches:
+            watch.reset()
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        result: dict[str, Any] = json.loads(_read_line(process, timeout))
+        result["server_peak"] = max((w.peak() for w in watches), default=None)
+        process.wait(30)
+        return result
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _safely(
+    servers: Servers, peer: type[Peer], spec: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        result = measure(servers, peer, spec, timeout)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        result = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
+    result["wall_s"] = round(time.monotonic() - started, 2)
+    name = f"{spec['workload']} {peer.name}" + (f" {spec['n'] * 8 // MB} MB" if "n" in spec else "")
+    print(f"  {name}: {_summary(result)}", file=sys.stderr, flush=True)
+    return {"workload": spec["workload"], "peer": peer.name, "label": peer.label, **spec, **result}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if "failed" in result:
+        return "FAILED " + result["failed"]
+    if "calls_per_s" in result:
+        return f"{result['calls_per_s']:.0f} calls/s, {result['errors']} errors"
+    return f"{result['mb_per_s']:.0f} MB/s"
+
+
+def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
+    """Run the workloads named in ``only``; one result row per measurement."""
+    rows: list[dict[str, Any]] = []
+    if "W1" in only:
+        spec = {
+            "workload": "W1",
+            "kind": "small",
+            "count": plan.w1_count,
+            "duration": plan.w1_seconds,
+        }
+        rows += [_safely(servers, peer, spec, plan.w1_seconds + 60) for peer in HTTP_PEERS]
+    if "W2" in only:
+        spec = {
+            "workload": "W2", "kind": "concurrent", "clients": plan.w2_clients,
+            "count": 1_000_000, "duration": plan.w2_seconds,
+        }  # fmt: skip
+        rows += [_safely(servers, peer, spec, plan.w2_seconds + 90) for peer in HTTP_PEERS]
+    for workload, kind in (("W3", "download"), ("W4", "upload")):
+        if workload not in only:
+            continue
+        for size in plan.sizes:
+            spec = {
+                "workload": workload,
+                "kind": kind,
+                "n": size // 8,
+                "reps": plan.reps,
+                "budget": plan.rep_budget,
+            }
+            rows += [_safely(servers, peer, spec, 600) for peer in ALL_PEERS if peer.bulk]
+    if "W5" in only:
+        for kind in ("download", "upload"):
+            spec = {"workload": "W5", "kind": kind, "n": plan.huge // 8, "reps": 1, "budget": 0.0}
+            for peer in ALL_PEERS:
+                if peer.huge:
+                    rows.append(_safely(servers, peer, spec, 600))
+                else:
+                    rows.append({"workload": "W5", "peer": peer.name, "label": peer.label, **spec,
+                                 "cannot": _JSON_CANNOT})  # fmt: skip
+    return rows
+
+
+def cpu_model() -> str:
+    """The processor's model name, from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to compare runs."""
+    import platform
+
+    import numpy
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "kernel": platform.release(),
+    }
