@@ -57,7 +57,7 @@ class ClientAppForm(ClientAppModelForm):
 
     class Meta:
         model = ClientApp
-        fields = ["name", "is_active", "scopes", "notes"]
+        fields = ["name", "is_active", "scopes", "user", "notes"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +93,8 @@ class ClientAppAdmin(ClientAppModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["name"]
     readonly_fields = ["created", "issue_key_link"]
+    # A site may have many users: pick the linked one by id, not from a list.
+    raw_id_fields = ["user"]
     inlines = [ApiKeyInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ClientApp]:

@@ -322,14 +322,40 @@ def _listing(
     return handle
 
 
+def _password_token(
+    request: HttpRequest, exchange: _Exchange, config: Settings, length: int
+) -> HttpResponse:
+    """A token for a site user's username and password, where the site allows it.
+
+    Treated like any credential: limited per address before it is checked,
+    a wrong password counted as a failure, plain HTTP refused where HTTPS is
+    required, and hidden like the rest in hide mode.
+    """
+    address = exchange.record.remote_addr
+    throttle.check_address(address)
+    if config.REQUIRE_HTTPS and not request.is_secure():
+        raise Forbidden("HTTPS is required: this site refuses calls over plain HTTP")
+    _negotiate(request, exchange, True, (codecs.JSON, codecs.MSGPACK))
+    body = _read_body(request, length, 4096)
+    exchange.record.bytes_in = len(body)
+    try:
+        caller = tokens.authenticate_password(request, body)
+    except Unauthorized as refusal:
+        throttle.note_failure(address)
+        if config.HIDE_FROM_UNAUTHENTICATED:
+            exchange.record.error_type = refusal.type
+            raise Http404 from None
+        raise
+    exchange.record.caller = caller
+    throttle.check_client(caller)
+    return _response(exchange.codec.encode(tokens.issue_token(caller, {})), exchange)
+
+
 def _token(request: HttpRequest, exchange: _Exchange) -> HttpResponse:
     config = get_settings()
     length = _declared_length(request)
     if request.method == "POST" and length and tokens.is_password_login(request):
-        # A site user's username and password, where the site allows it.
-        caller = tokens.authenticate_password(request, _read_body(request, length, 4096))
-        exchange.record.caller = caller
-        return _response(exchange.codec.encode(tokens.issue_token(caller, {})), exchange)
+        return _password_token(request, exchange, config, length)
     caller = _check_caller(request, exchange, config, "POST")
     request_codec = _negotiate(request, exchange, length > 0, _available_codecs(caller, config))
     body = _read_body(request, length, 64 * 1024)

@@ -107,3 +107,9 @@ def whoami() -> int:
     import os
 
     return os.getpid()
+
+
+@service(name="staff.report", permissions=["auth.view_user"])
+def staff_report() -> str:
+    """Needs the Django permission auth.view_user."""
+    return "the report"
