@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -202,3 +203,130 @@ def test_expired_key_is_refused(site: Site) -> None:
         time.sleep(2.5)
         with pytest.raises(Unauthorized):
             sw.add(a=1, b=1)
+
+
+# Key lifecycle, rate limits and the audit trail across the workers.
+
+
+def _status(url: str, key: str, service: str = "add") -> int:
+    import httpx
+
+    body = {"a": 1, "b": 2} if service == "add" else {}
+    # A fresh connection per call, so that calls spread over the workers.
+    response = httpx.post(
+        f"{url}{service}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    return response.status_code
+
+
+def _audit_rows(site: Site, *args: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in site.manage("audit", "--json", *args).splitlines()]
+
+
+def _assert_no_secret(site: Site, *keys: str) -> None:
+    trail = site.manage("audit", "--json")
+    for plain in keys:
+        assert plain not in trail and plain.split("_")[2] not in trail
+
+
+def test_rotation_grace_then_refusal_on_every_worker(site: Site) -> None:
+    site.manage("client", "add", "prod-rotating")
+    old = site.manage("key", "create", "prod-rotating").strip().splitlines()[-1]
+    new = site.manage("key", "rotate", old.split("_")[1], "--grace", "2s").strip().splitlines()[-1]
+    rotated_at = time.monotonic()
+    assert new.startswith("sw_") and new != old
+    # The grace period: both keys work, on whichever worker.
+    assert [_status(site.url, old) for _ in range(WORKERS)] == [200] * WORKERS
+    assert _status(site.url, new) == 200
+    time.sleep(max(0.0, 2.3 - (time.monotonic() - rotated_at)))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        after = list(pool.map(lambda _: _status(site.url, old), range(3 * WORKERS), timeout=60))
+    assert after == [401] * (3 * WORKERS)
+    assert _status(site.url, new) == 200
+    rows = _audit_rows(site, "--client", "prod-rotating")
+    assert [(r["key_id"], r["status"]) for r in rows] == [
+        *[(old.split("_")[1], 200)] * WORKERS,
+        (new.split("_")[1], 200),
+        (new.split("_")[1], 200),
+    ]
+    refused = [r for r in _audit_rows(site, "--since", "1m") if r["status"] == 401]
+    assert len(refused) >= 3 * WORKERS
+    assert all(r["error_type"] == "Unauthorized" and r["client"] == "" for r in refused)
+    _assert_no_secret(site, old, new)
+
+
+def test_disabling_a_client_is_effective_on_every_worker_at_once(site: Site) -> None:
+    site.manage("client", "add", "prod-fleet")
+    keys = [site.manage("key", "create", "prod-fleet").strip().splitlines()[-1] for _ in range(2)]
+    assert [_status(site.url, k) for k in keys] == [200, 200]
+    site.manage("client", "disable", "prod-fleet")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        refused = list(pool.map(lambda n: _status(site.url, keys[n % 2]), range(4 * WORKERS)))
+    assert refused == [401] * (4 * WORKERS)
+    site.manage("client", "enable", "prod-fleet")
+    assert [_status(site.url, k) for k in keys] == [200, 200]
+    _assert_no_secret(site, *keys)
+
+
+def test_the_rate_limit_is_shared_by_the_workers(site: Site) -> None:
+    import httpx
+
+    site.manage("client", "add", "prod-limited", "--rate", "30/m")
+    key = site.manage("key", "create", "prod-limited").strip().splitlines()[-1]
+    # Fixed windows aligned on the clock: start well inside one.
+    left = 60 - time.time() % 60
+    if left < 20:
+        time.sleep(left + 0.1)
+
+    def whoami(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{site.url}whoami", json={}, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+    # 45 calls at once, each on its own connection: exactly 30 may pass,
+    # whichever workers serve them, or the counter is not atomic and shared.
+    with ThreadPoolExecutor(max_workers=15) as pool:
+        responses = list(pool.map(whoami, range(45), timeout=120))
+    served = [r for r in responses if r.status_code == 200]
+    limited = [r for r in responses if r.status_code == 429]
+    assert (len(served), len(limited)) == (30, 15)
+    assert len({r.json() for r in served}) >= 2, "one worker served every call"
+    for response in limited:
+        assert response.json()["error"]["type"] == "RateLimited"
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert whoami(0).status_code == 429
+    # Every call, allowed or refused, left exactly one row.
+    rows = _audit_rows(site, "--client", "prod-limited")
+    assert sorted(r["status"] for r in rows) == [200] * 30 + [429] * 16
+    assert {r["error_type"] for r in rows if r["status"] == 429} == {"RateLimited"}
+    _assert_no_secret(site, key)
+
+
+def test_a_client_that_hangs_up_on_gunicorn_still_leaves_an_entry(site: Site) -> None:
+    from urllib.parse import urlsplit
+
+    site.manage("client", "add", "prod-impatient")
+    key = site.manage("key", "create", "prod-impatient").strip().splitlines()[-1]
+    parts = urlsplit(site.url)
+    body = b'{"value": "' + b"x" * 4_000_000 + b'"}'
+    head = (
+        f"POST {parts.path}echo HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    for hang_up_after_first_bytes in (False, True):
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(head + body)
+            if hang_up_after_first_bytes:
+                assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 20
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(rows) < 2:
+        rows = _audit_rows(site, "--client", "prod-impatient")
+        time.sleep(0.2)
+    assert [(r["service"], r["status"], r["bytes_in"]) for r in rows] == [
+        ("echo", 200, len(body))
+    ] * 2
+    _assert_no_secret(site, key)

@@ -5,6 +5,8 @@ expiry, and the next page shows the new key once. It is rendered straight
 into that response and kept nowhere, not in the session, not in a message
 cookie, so it cannot be shown again. ``secret_hash`` appears on no page.
 After issue, only a key's expiry can change; "Revoke selected keys" revokes.
+The audit trail is read-only for everyone, superusers included: entries are
+pruned with ``manage.py servicewire audit prune``, never edited or deleted here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from servicewire.auth import issue_key
-from servicewire.models import ApiKey, ClientApp, clean_scopes
+from servicewire.models import ApiKey, AuditEntry, ClientApp, clean_scopes
+from servicewire.throttle import parse_rate
 
 if TYPE_CHECKING:
     ClientAppModelForm = forms.ModelForm[ClientApp]
@@ -32,12 +35,13 @@ if TYPE_CHECKING:
     ApiKeyTabularInline = admin.TabularInline[ApiKey, ClientApp]
     ClientAppModelAdmin = admin.ModelAdmin[ClientApp]
     ApiKeyModelAdmin = admin.ModelAdmin[ApiKey]
+    AuditEntryModelAdmin = admin.ModelAdmin[AuditEntry]
 else:
     # The stubs make these classes generic; Django's own are not subscriptable
     # at run time without django-stubs-ext, which is only a development tool.
     ClientAppModelForm = ApiKeyModelForm = forms.ModelForm
     ApiKeyTabularInline = admin.TabularInline
-    ClientAppModelAdmin = ApiKeyModelAdmin = admin.ModelAdmin
+    ClientAppModelAdmin = ApiKeyModelAdmin = AuditEntryModelAdmin = admin.ModelAdmin
 
 _SCOPE_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -57,7 +61,7 @@ class ClientAppForm(ClientAppModelForm):
 
     class Meta:
         model = ClientApp
-        fields = ["name", "is_active", "scopes", "user", "notes"]
+        fields = ["name", "is_active", "scopes", "rate", "allow_pickle", "user", "notes"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,6 +72,16 @@ class ClientAppForm(ClientAppModelForm):
         """The labels as a list without repeats; refuses malformed labels."""
         text: str = self.cleaned_data["scopes"]
         return clean_scopes(label for label in _SCOPE_SEPARATORS.split(text.strip()) if label)
+
+    def clean_rate(self) -> str:
+        """A rate such as 600/m, or empty for the site's default."""
+        text: str = self.cleaned_data["rate"].strip()
+        if text:
+            try:
+                parse_rate(text)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc), code="invalid_rate") from None
+        return text
 
 
 class ApiKeyInline(ApiKeyTabularInline):
@@ -89,8 +103,16 @@ class ClientAppAdmin(ClientAppModelAdmin):
     """Client applications: their names, state, scopes and keys."""
 
     form = ClientAppForm
-    list_display = ["name", "is_active", "scope_list", "key_count", "created"]
-    list_filter = ["is_active"]
+    list_display = [
+        "name",
+        "is_active",
+        "scope_list",
+        "rate",
+        "allow_pickle",
+        "key_count",
+        "created",
+    ]
+    list_filter = ["is_active", "allow_pickle"]
     search_fields = ["name"]
     readonly_fields = ["created", "issue_key_link"]
     # A site may have many users: pick the linked one by id, not from a list.
@@ -250,3 +272,46 @@ class ApiKeyAdmin(ApiKeyModelAdmin):
             )
         if already:
             self.message_user(request, f"{already} key(s) were already revoked.", messages.INFO)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(AuditEntryModelAdmin):
+    """The audit trail, to read: nobody adds, changes or deletes entries here.
+
+    Deleting is left to ``manage.py servicewire audit prune``, so that an
+    admin account taken over cannot erase the trail of what it did.
+    """
+
+    list_display = [
+        "time",
+        "client_name",
+        "key_id",
+        "credential",
+        "service",
+        "status",
+        "error_type",
+        "duration_ms",
+        "bytes_in",
+        "bytes_out",
+        "remote_addr",
+        "request_id",
+    ]
+    list_filter = ["status", "client", "service", "credential", "error_type"]
+    # ``=``: exact matches, which the indexes and a pasted request id need.
+    search_fields = ["=request_id", "=key_id", "=client_name", "=remote_addr"]
+    date_hierarchy = "time"
+    # Counting a trail of millions of rows on every page would be slow.
+    show_full_result_count = False
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Entries are written by requests only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        """Entries are never edited; the change page shows them read-only."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        """Entries are pruned by the management command, not deleted here."""
+        return False

@@ -123,6 +123,8 @@ def _check_caller(
             throttle.note_failure(address)
         exchange.record.error_type = refusal.type if refusal else "Unauthorized"
         raise Http404
+    # Known from here on, so that a refusal below still names who was refused.
+    exchange.record.caller = caller
     if config.REQUIRE_HTTPS and not request.is_secure():
         raise Forbidden("HTTPS is required: this site refuses calls over plain HTTP")
     if request.method != method:
@@ -135,7 +137,6 @@ def _check_caller(
         raise refusal
     if caller is None:
         raise Unauthorized("a credential is required (Authorization: Bearer <key>)")
-    exchange.record.caller = caller
     throttle.check_client(caller)
     return caller
 

@@ -113,3 +113,12 @@ def whoami() -> int:
 def staff_report() -> str:
     """Needs the Django permission auth.view_user."""
     return "the report"
+
+
+@service
+def write_then_fail(name: str) -> None:
+    """Writes a row, then fails: under ATOMIC_REQUESTS the row must roll back."""
+    from servicewire.models import ClientApp
+
+    ClientApp.objects.create(name=name)
+    raise RuntimeError("failed after writing")
