@@ -373,6 +373,15 @@ def test_password_login_refusals(mount: str, site_user: User, caplog: Any) -> No
     _assert_no_secret_in_audit(PASSWORD, "not-the-password")
 
 
+def test_hide_mode_hides_password_login_failures(mount: str, site_user: User) -> None:
+    with _site(ALLOW_PASSWORD_LOGIN=True, HIDE_FROM_UNAUTHENTICATED=True):
+        wrong, request_id = _password_login(mount, "alice", "not-the-password")
+        right, _ = _password_login(mount, "alice", PASSWORD)
+    assert wrong.status_code == 404 and "Unauthorized" not in wrong.text
+    assert _row(request_id).error_type == "Unauthorized"
+    assert right.status_code == 200
+
+
 def test_password_guessing_is_rate_limited_per_address(mount: str, site_user: User) -> None:
     from django.core.cache import cache
 
