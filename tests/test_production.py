@@ -205,6 +205,46 @@ def test_expired_key_is_refused(site: Site) -> None:
             sw.add(a=1, b=1)
 
 
+def test_a_replayed_signed_request_is_refused_by_another_worker(site: Site) -> None:
+    # The nonce cache is Redis, shared by the workers: a replay that lands on
+    # a worker other than the one that served the original is refused too.
+    import httpx
+
+    from servicewire.signing import SignatureAuth, generate_private_key, public_key_text
+
+    site.manage("client", "add", "prod-signer")
+    private = generate_private_key()
+    created = site.manage("key", "create", "prod-signer", "--public-key", public_key_text(private))
+    auth = SignatureAuth(created.strip().splitlines()[-1], private)
+
+    def signed_whoami() -> httpx.Request:
+        request = httpx.Request("POST", site.url + "whoami", headers={"Accept": "application/json"})
+        auth.sign(request)
+        return request
+
+    original = signed_whoami()
+    with httpx.Client(timeout=30) as http:
+        served = http.send(original)
+    assert served.status_code == 200
+    refused_by: set[int] = set()
+    for _ in range(8 * WORKERS):
+        # A fresh connection reaches any worker; on it, a fresh signed call
+        # names that worker, and the replay on the same connection (the same
+        # local port) goes to the same worker.
+        with httpx.Client(timeout=30) as http:
+            fresh = http.send(signed_whoami())
+            fresh_port = fresh.extensions["network_stream"].get_extra_info("client_addr")
+            replay = http.send(original)
+            replay_port = replay.extensions["network_stream"].get_extra_info("client_addr")
+        assert fresh.status_code == 200 and fresh_port == replay_port
+        assert replay.status_code == 401, replay.text
+        assert "replayed" in replay.json()["error"]["message"]
+        refused_by.add(fresh.json())
+        if refused_by - {served.json()}:
+            break
+    assert refused_by - {served.json()}, "every replay reached the original worker"
+
+
 # Key lifecycle, rate limits and the audit trail across the workers.
 
 

@@ -9,6 +9,7 @@ Usage::
     servicewire call add a=1 b=2 --json   # the result as JSON
     servicewire services                  # what this caller may call
     servicewire demo                      # the bundled example site (needs Django and numpy)
+    servicewire keygen ~/.servicewire.pem # a signing key; prints its public key last
 
 ``--url`` defaults to ``$SERVICEWIRE_URL`` and ``--key`` to ``$SERVICEWIRE_KEY``;
 prefer the environment variable for the key, since command lines end up in
@@ -18,7 +19,8 @@ Exit codes:
 
 - 0: success.
 - 1: the call failed: the server answered with an error, or could not be
-  reached (the error is printed to stderr); or the demo could not start.
+  reached (the error is printed to stderr); or the demo could not start; or
+  ``keygen`` could not write its file (it never replaces one without ``--force``).
 - 2: bad usage: unknown options, a malformed ``k=v`` argument, no URL.
 """
 
@@ -92,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("services", help="list the services this caller may call")
     commands.add_parser("demo", help="run the bundled demo site (needs Django and numpy)")
+    keygen = commands.add_parser(
+        "keygen",
+        help="write a new ed25519 signing key file (mode 0600); print its public key last",
+    )
+    keygen.add_argument("path", metavar="PATH", help="where to write the private key")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
     return parser
 
 
@@ -106,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit.code or 0)
     if options.command == "demo":
         return _demo()
+    if options.command == "keygen":
+        return _keygen(options.path, force=options.force)
     try:
         client = Client(options.url, options.key, codec=options.codec)
     except ValueError as exc:
@@ -138,6 +148,31 @@ def _print_error(error: errors.ServiceError) -> None:
     request_id = getattr(error, "request_id", None)
     if request_id:
         print(f"request id: {request_id}", file=sys.stderr)
+
+
+def _keygen(path: str, *, force: bool) -> int:
+    # Imported only here: signing needs the 'signing' extra, the rest does not.
+    try:
+        from servicewire import signing
+
+        key = signing.generate_private_key()
+        signing.write_private_key(path, key, force=force)
+    except ImportError as exc:
+        print(f"servicewire: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FileExistsError:
+        print(f"servicewire: error: {path} exists; use --force to replace it", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"servicewire: error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Wrote the private key to {path} (mode 0600). Keep it there: it never leaves")
+    print("this machine. Register the public key below with the site's operator:")
+    print("  manage.py servicewire key create NAME --public-key <the line below>")
+    print("then call with SERVICEWIRE_KEY_ID=<the key id> and SERVICEWIRE_SIGNING_KEY=" + path)
+    # Alone on the last line, so that a script can take it with `tail -n 1`.
+    print(signing.public_key_text(key))
+    return EXIT_OK
 
 
 def _demo() -> int:
