@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from servicewire import codecs, errors
+from servicewire import errors
 from servicewire.client import AsyncClient, Client, _retry_after
 from tests.wire_fake import FakeServer, refused_url, serve
 
@@ -145,27 +145,22 @@ def test_bodies_without_content_length_and_compressed_bodies(sw: Client) -> None
     assert sw.call("gzipped", **payload) == payload
 
 
-class _TrapCodec(codecs.Codec):
-    """Stands in for a pickle codec the codecs module may one day know."""
+def test_pickle_responses_are_unpickled_only_by_a_pickle_client_and_never_by_pickle_loads(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
 
-    name = "pickle"
-    content_type = "application/x-python-pickle"
-    media_types = frozenset({content_type})
+    def trap(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the client used pickle's own unpickler")
 
-    def _load(self, data: Any) -> Any:
-        raise AssertionError("the client decoded a codec it never asked for")
-
-
-def test_pickle_responses_are_never_unpickled(sw: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    known = codecs.codec_for_content_type
-
-    def with_pickle(header: str | None) -> codecs.Codec | None:
-        trap = _TrapCodec()
-        return trap if header == trap.content_type else known(header)
-
-    monkeypatch.setattr(codecs, "codec_for_content_type", with_pickle)
-    result = sw.call("pickled")
-    assert isinstance(result, bytes)  # handed back raw, not turned into a dict
+    for name in ("loads", "load", "Unpickler"):
+        monkeypatch.setattr(pickle, name, trap)
+    # A client that did not ask for pickle hands the body back unread.
+    with Client(fake.url, KEY, codec="msgpack") as client:
+        assert isinstance(client.call("pickled"), bytes)
+    # A pickle client reads it, through the allow-list (the body is a plain dict).
+    with Client(fake.url, KEY, codec="pickle") as client:
+        assert client.call("pickled") == {"unpickled": True}
 
 
 def test_a_passed_through_response_is_returned_as_bytes(sw: Client) -> None:
@@ -248,8 +243,8 @@ def test_bad_urls_are_refused(url: str) -> None:
 
 
 def test_unknown_codec_is_refused() -> None:
-    with pytest.raises(ValueError, match="pickle"):
-        Client("http://127.0.0.1:1/", codec="pickle")
+    with pytest.raises(ValueError, match="yaml"):
+        Client("http://127.0.0.1:1/", codec="yaml")
 
 
 def test_a_malformed_key_is_refused_without_echoing_it() -> None:

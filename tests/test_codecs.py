@@ -19,6 +19,7 @@ from servicewire.codecs import (
     DEFAULT_LIMITS,
     JSON,
     MSGPACK,
+    PICKLE,
     Codec,
     Limits,
     check_limits,
@@ -343,7 +344,8 @@ CONTENT_TYPES = [
     ("application/vnd.msgpack", MSGPACK),
     ("application/x-msgpack ; foo=bar", MSGPACK),
     ("text/plain", None),
-    ("application/x-python-pickle", None),
+    # Known by its media type; whether a caller may use it is the views' call.
+    ("application/x-python-pickle", PICKLE),
     ("text/json+json", None),
     ("", None),
     (None, None),

@@ -5,6 +5,9 @@
 - ``servicewire.E001``: the ``SERVICEWIRE`` setting is invalid.
 - ``servicewire.W001``: HTTPS is not required on a site with ``DEBUG`` off.
 - ``servicewire.W002``: no URL pattern routes to servicewire.
+- ``servicewire.E002``: ``RATE`` or ``AUTH_FAILURE_RATE`` is not a rate.
+- ``servicewire.W004``: the default cache cannot count calls (rate limits).
+- ``servicewire.W003``: pickle is enabled (``ALLOW_PICKLE``).
 
 Importing this module registers them; ``ServicewireConfig.ready`` does so.
 """
@@ -23,6 +26,14 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from servicewire.conf import Settings, get_settings
 from servicewire.registry import Service
+from servicewire.throttle import parse_rate
+
+# Caches whose add/incr are not atomic across processes, or keep nothing.
+_UNCOUNTING_CACHES = {
+    "django.core.cache.backends.dummy.DummyCache": "keeps nothing, so no limit ever applies",
+    "django.core.cache.backends.db.DatabaseCache": "does not increment atomically",
+    "django.core.cache.backends.filebased.FileBasedCache": "does not increment atomically",
+}
 
 _MOUNT_HINT = 'Add path("services/", include("servicewire.urls")) to your URLconf.'
 
@@ -65,6 +76,77 @@ def check_https(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[
             "and serve the site over HTTPS; behind a TLS-terminating proxy, set "
             "SECURE_PROXY_SSL_HEADER so request.is_secure() is true.",
             id="servicewire.W001",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_pickle(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """W003: ``ALLOW_PICKLE`` is on, so flagged clients may send whole Python objects."""
+    found = _settings_or_none()
+    if found is None or not found.ALLOW_PICKLE:
+        return []
+    extra = ", ".join(found.PICKLE_ALLOW) or "none"
+    return [
+        checks.Warning(
+            "SERVICEWIRE['ALLOW_PICKLE'] is on: clients flagged allow_pickle may send and "
+            "receive pickle (application/x-python-pickle). Unpickling rebuilds objects by "
+            "calling the globals a pickle names, so a flagged client's key is as powerful "
+            "as the allow-list: the defaults (containers, datetime, decimal, uuid, "
+            f"collections, numpy arrays without objects) plus PICKLE_ALLOW ({extra}).",
+            hint="Flag only clients you trust with `manage.py servicewire client add NAME "
+            "--allow-pickle` (or the admin); keep PICKLE_ALLOW to plain data classes. Every "
+            "other caller gets 415 before its body is read, and no pickle may name a global "
+            "outside the list, use persistent ids or the copyreg extension registry, or "
+            "hold object arrays. Prefer msgpack, which carries the same values without "
+            "running anything.",
+            id="servicewire.W003",
+        )
+    ]
+
+
+@register("servicewire")
+def check_rates(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E002: a rate setting that is not a rate (calls would fail closed with 500)."""
+    found = _settings_or_none()
+    if found is None:
+        return []
+    errors: list[CheckMessage] = []
+    for name in ("RATE", "AUTH_FAILURE_RATE"):
+        text = getattr(found, name)
+        if not text.strip():
+            continue
+        try:
+            parse_rate(text)
+        except ValueError as exc:
+            errors.append(
+                checks.Error(
+                    f"SERVICEWIRE[{name!r}]: {exc}",
+                    hint="Leave it empty for no limit.",
+                    id="servicewire.E002",
+                )
+            )
+    return errors
+
+
+@register(Tags.security)
+def check_cache(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """W004: rate limits are on but the default cache cannot count calls."""
+    found = _settings_or_none()
+    if found is None or not (found.RATE.strip() or found.AUTH_FAILURE_RATE.strip()):
+        return []
+    backend = str(django_settings.CACHES.get("default", {}).get("BACKEND", ""))
+    problem = _UNCOUNTING_CACHES.get(backend)
+    if problem is None:
+        return []
+    return [
+        checks.Warning(
+            f"The default cache ({backend.rsplit('.', 1)[-1]}) {problem}: servicewire's rate "
+            "limits, including the limit on failed logins that stops key guessing, "
+            "do not hold.",
+            hint="Use Redis or Memcached (shared by every worker), or the local-memory "
+            "cache for a single process.",
+            id="servicewire.W004",
         )
     ]
 

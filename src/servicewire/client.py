@@ -25,7 +25,7 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from types import TracebackType
@@ -35,6 +35,7 @@ import httpx
 
 from servicewire import codecs, errors
 from servicewire.credentials import BearerAuth, TokenAuth
+from servicewire.pickling import pickle_codec
 from servicewire.signing import SignatureAuth
 
 __all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
@@ -64,9 +65,10 @@ _NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 # would make httpx or h11 raise an error whose text quotes the header value.
 _KEY = re.compile(r"[\x21-\x7e]+")
 
-# The codecs a client may send and decode. Pickle is deliberately absent: a
-# response labelled pickle has its body handed back as bytes, never unpickled.
-_CLIENT_CODECS = {codec.name: codec for codec in (codecs.MSGPACK, codecs.JSON)}
+# The codecs a client may send and decode. Only a client made with
+# codec="pickle" reads a pickle response, and only through its allow-list
+# (servicewire.pickling); any other client hands such a body back as bytes.
+_CLIENT_CODECS = {codec.name: codec for codec in (codecs.MSGPACK, codecs.JSON, codecs.PICKLE)}
 
 _E = TypeVar("_E", bound=errors.ServiceError)
 
@@ -247,6 +249,7 @@ class _BaseClient:
         key_id: str | None = None,
         signing_key: str | None = None,
         use_tokens: bool = False,
+        pickle_allow: Iterable[str] = (),
     ) -> None:
         url = url or _env("SERVICEWIRE_URL")
         if not url:
@@ -272,7 +275,9 @@ class _BaseClient:
             raise ValueError("the server URL must not contain credentials; pass key=... instead")
         self._url = str(parsed)
         self._key = key
-        self._codec = _CLIENT_CODECS[codec]
+        self._codec = (
+            pickle_codec(tuple(pickle_allow)) if codec == "pickle" else _CLIENT_CODECS[codec]
+        )
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         self._auth = _credential(
             key,
@@ -302,7 +307,7 @@ class _BaseClient:
 
     @property
     def codec(self) -> str:
-        """The name of the codec requests are sent in: ``"msgpack"`` or ``"json"``."""
+        """The name of the codec requests are sent in: ``"msgpack"``, ``"json"`` or ``"pickle"``."""
         return self._codec.name
 
     def __getattr__(self, name: str) -> _ServiceName:
@@ -391,7 +396,9 @@ class _BaseClient:
         )
         content_type = response.headers.get("content-type")
         codec = codecs.codec_for_content_type(content_type) if content_type else request.codec
-        if codec not in _CLIENT_CODECS.values():
+        if codec is not None and codec.name == "pickle":
+            codec = request.codec if request.codec.name == "pickle" else None
+        elif codec not in _CLIENT_CODECS.values():
             codec = None
         if 200 <= status < 300:
             if not body:
@@ -468,7 +475,10 @@ class Client(_BaseClient):
     (prefer the environment to a key in source code); the key is sent as
     ``Authorization: Bearer <key>`` and never shown in ``repr``, errors or logs.
     ``codec`` is ``"msgpack"`` (rich Python values, numpy arrays without
-    copies) or ``"json"``. ``timeout`` bounds connecting and each wait for
+    copies), ``"json"``, or ``"pickle"`` for a client the site allows it
+    (whole Python objects; responses are unpickled only through the
+    allow-list of :mod:`servicewire.pickling`, plus the ``"module.name"``
+    globals in ``pickle_allow``). ``timeout`` bounds connecting and each wait for
     data, in seconds. ``headers`` are added to every request; ``verify`` is
     passed to httpx (a CA bundle path, an ``ssl.SSLContext`` or a bool).
 

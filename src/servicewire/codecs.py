@@ -7,6 +7,8 @@ oversized body) with a message fit to send back, and a decoded value is
 checked against :class:`Limits` before anyone sees it.
 
 - :data:`MSGPACK` carries the rich values of :mod:`servicewire.values` exactly.
+- :data:`PICKLE` (:mod:`servicewire.pickling`) carries whole Python objects
+  through an allow-list, for callers a site allows; it is in no default set.
 - :data:`JSON` reads natural JSON as it is (conversion by type hints happens
   in the registry) and writes values in their natural JSON form. JSON has no
   NaN or infinity: msgspec writes them as ``null``, which every JSON parser
@@ -32,10 +34,12 @@ from servicewire.errors import BadRequest, PayloadTooLarge, ServiceError
 from servicewire.values import packb, to_natural_json, unpackb
 
 __all__ = [
+    "ALL_CODECS",
     "CODECS",
     "DEFAULT_LIMITS",
     "JSON",
     "MSGPACK",
+    "PICKLE",
     "Codec",
     "JsonCodec",
     "Limits",
@@ -314,7 +318,7 @@ def negotiate(
 
 
 def _codec_for_media_type(media_type: str) -> Codec | None:
-    for codec in CODECS.values():
+    for codec in ALL_CODECS.values():
         if media_type in codec.media_types:
             return codec
     if media_type.startswith("application/") and media_type.endswith("+json"):
@@ -356,7 +360,9 @@ def _rank(codec: Codec, ranges: list[tuple[str, float]]) -> tuple[float, int]:
             specificity = 0
         elif media_range == f"{main_type}/*":
             specificity = 1
-        elif _codec_for_media_type(media_range) is codec:
+        elif media_range in codec.media_types or _codec_for_media_type(media_range) is codec:
+            # By media type: a site's pickle codec (its own allow-list) is
+            # another instance than the registered one.
             specificity = 2
         else:
             continue
@@ -365,3 +371,12 @@ def _rank(codec: Codec, ranges: list[tuple[str, float]]) -> tuple[float, int]:
         ):
             best_specificity, best_quality = specificity, quality
     return best_quality, best_specificity
+
+
+# Pickle is known by its media type, but is in no default set: only a caller
+# the site allows gets it among its codecs (views), and it is read through an
+# allow-list (pickling). Imported last: pickling subclasses Codec.
+from servicewire.pickling import PICKLE  # noqa: E402
+
+#: Every codec servicewire knows, pickle included; for lookup by media type.
+ALL_CODECS: Final[dict[str, Codec]] = {**CODECS, PICKLE.name: PICKLE}

@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from servicewire.codecs import Limits
+from servicewire.pickling import parse_allow
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class Settings:
         KEY_LAST_USED_RESOLUTION: seconds between writes of a key's
             ``last_used`` (each call would otherwise cost a database write).
         ALLOW_PICKLE: let clients flagged ``allow_pickle`` use the pickle
-            codec (allow-listed types only). Default off.
+            codec (allow-listed types only; see :mod:`servicewire.pickling`).
+            Default off.
         PICKLE_ALLOW: extra ``"module.name"`` globals the unpickler accepts,
-            beyond the built-in allow-list.
+            beyond the built-in allow-list (exact pairs; an entry naming
+            ``os``, ``subprocess``, ``builtins`` and the like is an error).
         RATE: default rate limit per client, like ``"600/m"``; empty: none.
         AUTH_FAILURE_RATE: failed authentications allowed per remote address.
         TRUSTED_PROXIES: how many reverse proxies in front of the site append
@@ -139,6 +142,10 @@ def _build() -> Settings:
             )
         if isinstance(value, int) and value < 0:
             raise ImproperlyConfigured(f"SERVICEWIRE[{name!r}] must not be negative.")
+    try:
+        parse_allow(values.get("PICKLE_ALLOW", ()))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SERVICEWIRE['PICKLE_ALLOW']: {exc}.") from None
     return Settings(**values)
 
 

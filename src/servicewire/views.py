@@ -42,6 +42,7 @@ from servicewire.errors import (
     UnsupportedMediaType,
 )
 from servicewire.openapi import openapi_document
+from servicewire.pickling import pickle_codec
 from servicewire.registry import Service, registry
 
 logger = logging.getLogger("servicewire")
@@ -142,7 +143,13 @@ def _check_caller(
 
 
 def _available_codecs(caller: Caller, config: Settings) -> tuple[Codec, ...]:
-    """The codecs this caller may use: pickle only where site and client allow it."""
+    """The codecs this caller may use: pickle only where site and client allow it.
+
+    Everyone else never has pickle among its codecs, so a pickle body from
+    them is refused (415) before a byte of it is read as pickle.
+    """
+    if config.ALLOW_PICKLE and caller.client.allow_pickle:
+        return (*codecs.CODECS.values(), pickle_codec(config.PICKLE_ALLOW))
     return tuple(codecs.CODECS.values())
 
 
@@ -151,9 +158,9 @@ def _negotiate(
 ) -> Codec:
     """The request's codec; also sets the response codec on ``exchange``."""
     content_type = request.headers.get("Content-Type", "")
-    request_codec = codecs.codec_for_content_type(content_type) if content_type else None
-    if request_codec not in available:
-        request_codec = None
+    known = codecs.codec_for_content_type(content_type) if content_type else None
+    # Matched by name: the site's pickle codec carries its own allow-list.
+    request_codec = next((c for c in available if known and c.name == known.name), None)
     # An empty body means no arguments, whatever type it claims to be.
     if request_codec is None and has_body:
         raise UnsupportedMediaType(

@@ -122,3 +122,35 @@ def write_then_fail(name: str) -> None:
 
     ClientApp.objects.create(name=name)
     raise RuntimeError("failed after writing")
+
+
+class _ShellGadget:
+    """Pickles as a call of os.system: what a hostile server would answer."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return (os.system, (self.command,))
+
+
+@service(name="pickled.gadget")
+def pickled_gadget(path: str) -> HttpResponse:
+    """A response labelled pickle that would create ``path`` if it were unpickled unchecked."""
+    import pickle
+    import shlex
+
+    body = pickle.dumps(_ShellGadget(f"touch {shlex.quote(path)}"))
+    return HttpResponse(body, content_type="application/x-python-pickle")
+
+
+@service(name="pickled.array_flags")
+def array_flags(value: Any) -> dict[str, bool]:
+    """How an array argument arrived: a writable, aligned view (no copy) or its own data."""
+    return {
+        "owndata": bool(value.flags.owndata),
+        "writeable": bool(value.flags.writeable),
+        "aligned": bool(value.flags.aligned),
+    }
