@@ -25,3 +25,9 @@ CACHES = {
         "KEY_PREFIX": os.environ.get("SERVICEWIRE_E2E_DB", "servicewire-e2e"),
     }
 }
+
+# The suite presents many revoked, rotated and forged credentials from one
+# address within a minute; under the default AUTH_FAILURE_RATE (30/m) the later
+# refusals would be 429s, not the 401s the tests check. The failure limit
+# itself is attacked in tests/test_throttle.py.
+SERVICEWIRE = {**SERVICEWIRE, "AUTH_FAILURE_RATE": "600/m"}  # noqa: F405

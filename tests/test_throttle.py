@@ -296,3 +296,19 @@ def test_unauthorized_after_limit_window_ends(live_server: Any, key: str) -> Non
         assert call_add(live_server.url, key).status_code == 429
         fresh_window(1, needed=0.99)
         assert call_add(live_server.url, key).status_code == 200
+
+
+def test_system_checks_flag_a_bad_rate_and_a_cache_that_cannot_count() -> None:
+    from servicewire.checks import check_cache, check_rates
+
+    with sw_settings(RATE="lots", AUTH_FAILURE_RATE="30/m"):
+        assert [m.id for m in check_rates(None)] == ["servicewire.E002"]
+    with sw_settings(AUTH_FAILURE_RATE="often"):
+        assert [m.id for m in check_rates(None)] == ["servicewire.E002"]
+    assert check_rates(None) == []
+    dummy = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    with override_settings(CACHES=dummy):
+        assert [m.id for m in check_cache(None)] == ["servicewire.W004"]
+        with sw_settings(AUTH_FAILURE_RATE=""):
+            assert check_cache(None) == []
+    assert check_cache(None) == []
