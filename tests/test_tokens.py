@@ -498,3 +498,35 @@ def test_client_sees_the_services_refusal_through_a_token(
     row = AuditEntry.objects.get(service="science.spectrum")
     assert (row.credential, row.status) == ("token", 403)
 
+
+def test_a_signed_request_buys_a_token(mount: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from servicewire.signatures import register_public_key
+    from servicewire.signing import public_key_text
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    signing_key = register_public_key(
+        ClientApp.objects.create(name="signer"), public_key_text(private)
+    )
+    with Client(mount, key_id=signing_key.key_id, signing_key=pem, use_tokens=True) as sw:
+        assert [sw.add(a=n, b=1) for n in range(3)] == [1, 2, 3]
+        ApiKey.objects.filter(pk=signing_key.pk).update(revoked=timezone.now())
+        with pytest.raises(Unauthorized):
+            sw.add(a=1, b=1)
+    rows = list(AuditEntry.objects.order_by("time").values_list("service", "credential", "status"))
+    assert rows == [
+        ("_auth/token", "signature", 200),
+        ("add", "token", 200),
+        ("add", "token", 200),
+        ("add", "token", 200),
+        ("add", "", 401),
+        ("_auth/token", "", 401),
+    ]
+    assert {row.key_id for row in AuditEntry.objects.filter(status=200)} == {signing_key.key_id}
