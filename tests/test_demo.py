@@ -128,16 +128,9 @@ class Lines:
 @pytest.fixture
 def demo() -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     """A running ``servicewire demo``, killed at the end if a test left it running."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "servicewire", "demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=reset_sigint if sys.platform != "win32" else None,
-    )
-    assert process.stdout is not None
+    process, lines = start_demo()
     try:
-        yield process, Lines(process.stdout)
+        yield process, lines
     finally:
         if process.poll() is None:
             process.kill()
@@ -174,16 +167,38 @@ def test_demo_runs_every_step_and_leaves_nothing_running() -> None:
     assert_nothing_left(seen_in(out))
 
 
+def start_demo() -> tuple[subprocess.Popen[str], Lines]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "servicewire", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=reset_sigint if sys.platform != "win32" else None,
+    )
+    assert process.stdout is not None
+    return process, Lines(process.stdout)
+
+
 @posix_only
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_demo_stops_its_site_and_removes_its_folder(
-    demo: tuple[subprocess.Popen[str], Lines], signum: int
-) -> None:
-    process, lines = demo
-    lines.wait_for(SERVER_LINE)
-    process.send_signal(signum)
-    assert process.wait(WAIT) == 130
-    output = lines.rest()
+def test_interrupted_demo_stops_its_site_and_removes_its_folder(signum: int) -> None:
+    # The signal is sent as soon as the site is up; on a starved machine the
+    # demo may finish its few seconds of calls before the signal lands, and
+    # then it proves nothing: try again, a bounded number of times.
+    for _ in range(3):
+        process, lines = start_demo()
+        try:
+            lines.wait_for(SERVER_LINE)
+            process.send_signal(signum)
+            status = process.wait(WAIT)
+            output = lines.rest()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(WAIT)
+        if not (status == 0 and "steps passed" in output):
+            break
+    assert status == 130, output
     assert "interrupted" in output
     assert "site stopped, folder removed" in output
     assert_nothing_left(seen_in(output))
