@@ -388,7 +388,7 @@ def test_repr_hides_the_key(fake: FakeServer) -> None:
     with Client(fake.url, KEY) as client:
         assert KEY not in repr(client)
         assert KEY not in repr(client.science.spectrum)
-        assert "key=set" in repr(client)
+        assert "credential=<BearerAuth key=set>" in repr(client)
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_them(fake: FakeServer) -> None:
@@ -452,3 +452,12 @@ def test_the_key_appears_in_no_log_and_no_exception(
         assert KEY not in record.getMessage()
         assert KEY not in str(record.args)
     assert KEY not in caplog.text
+
+
+def test_explicit_key_wins_over_a_signing_key_in_the_environment(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVICEWIRE_KEY_ID", "AbCdEfGhIjKl")
+    monkeypatch.setenv("SERVICEWIRE_SIGNING_KEY", "/nonexistent/key.pem")
+    with Client(fake.url, KEY) as client:
+        assert "BearerAuth" in repr(client)

@@ -103,6 +103,14 @@ def _secret_matches(secret: str, stored_hash: str) -> bool:
     return matched
 
 
+def new_key_id() -> str:
+    """A fresh public key id that no stored key has."""
+    while True:
+        key_id = _random_string(KEY_ID_LENGTH)
+        if not ApiKey.objects.filter(key_id=key_id).exists():
+            return key_id
+
+
 def issue_key(client: ClientApp, *, expires: datetime | None = None) -> tuple[ApiKey, str]:
     """Create a new key for ``client``; returns the stored key and the plain key.
 
@@ -113,10 +121,7 @@ def issue_key(client: ClientApp, *, expires: datetime | None = None) -> tuple[Ap
         key, plain = issue_key(ClientApp.objects.get(name="desktop"))
         print(plain)   # sw_AbC123dEf456_...
     """
-    while True:
-        key_id = _random_string(KEY_ID_LENGTH)
-        if not ApiKey.objects.filter(key_id=key_id).exists():
-            break
+    key_id = new_key_id()
     secret = _random_string(SECRET_LENGTH)
     key = ApiKey.objects.create(
         client=client, key_id=key_id, secret_hash=hash_secret(secret), expires=expires
@@ -174,7 +179,7 @@ def authenticate_key(plain: str) -> Caller:
     stored = key.secret_hash if key is not None and key.secret_hash else _DUMMY_HASH
     if not _secret_matches(match["secret"], stored) or key is None:
         raise Unauthorized(INVALID_CREDENTIAL)
-    _touch(key, timezone.now())
+    note_use(key, timezone.now())
     return Caller(client=key.client, key_id=key.key_id, credential="key")
 
 
@@ -190,7 +195,8 @@ def usable_key(key_id: str) -> ApiKey | None:
     return key
 
 
-def _touch(key: ApiKey, now: datetime) -> None:
+def note_use(key: ApiKey, now: datetime) -> None:
+    """Record that ``key`` was just used, at most once per resolution period."""
     # One write a minute per key at most (configurable): a write per call
     # would double the database work of a small call.
     resolution = timedelta(seconds=get_settings().KEY_LAST_USED_RESOLUTION)

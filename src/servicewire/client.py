@@ -257,7 +257,11 @@ class _BaseClient:
                 "no server URL: pass url=... or set SERVICEWIRE_URL "
                 "(e.g. https://example.org/services/)"
             )
-        key = key if key is not None else _env("SERVICEWIRE_KEY")
+        if key is None and key_id is None and signing_key is None:
+            # Nothing given here: the environment supplies the credential.
+            key = _env("SERVICEWIRE_KEY")
+            key_id = _env("SERVICEWIRE_KEY_ID")
+            signing_key = _env("SERVICEWIRE_SIGNING_KEY")
         if key is not None and not _KEY.fullmatch(key):
             # Never echo the value: it is a secret, however malformed.
             raise ValueError("the key contains characters that cannot go in an HTTP header")
@@ -281,8 +285,8 @@ class _BaseClient:
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         self._auth = _credential(
             key,
-            key_id if key_id is not None else _env("SERVICEWIRE_KEY_ID"),
-            signing_key if signing_key is not None else _env("SERVICEWIRE_SIGNING_KEY"),
+            key_id,
+            signing_key,
             use_tokens=use_tokens,
             token_url=self._url + "_auth/token",
         )
@@ -318,8 +322,10 @@ class _BaseClient:
         return _ServiceName(self.call, name)
 
     def __repr__(self) -> str:
-        key = "set" if self._key is not None else "none"
-        return f"<{type(self).__name__} url={self._url!r} codec={self.codec!r} key={key}>"
+        return (
+            f"<{type(self).__name__} url={self._url!r} codec={self.codec!r} "
+            f"credential={self._auth!r}>"
+        )
 
     # -- the two halves of every exchange, shared by sync and async --------
 

@@ -41,7 +41,7 @@ from django.utils import timezone
 from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import ED25519
 
-from servicewire.auth import KEY_ID_LENGTH, Caller, _random_string, _touch, usable_key
+from servicewire.auth import Caller, new_key_id, note_use, usable_key
 from servicewire.conf import get_settings
 from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
@@ -111,7 +111,7 @@ def authenticate_signature(request: HttpRequest) -> Caller:
     nonce_key = f"servicewire:signature-nonce:{key.key_id}:{signed.nonce}"
     if not cache.add(nonce_key, 1, timeout=2 * skew + 1):
         raise Unauthorized("this signature's nonce was already used: a replayed request")
-    _touch(key, timezone.now())
+    note_use(key, timezone.now())
     return Caller(
         client=key.client,
         key_id=key.key_id,
@@ -275,10 +275,6 @@ def register_public_key(
         print(key.key_id)
     """
     text = public_key_text(load_public_key(public_key))
-    while True:
-        key_id = _random_string(KEY_ID_LENGTH)
-        if not ApiKey.objects.filter(key_id=key_id).exists():
-            break
     return ApiKey.objects.create(
-        client=client, key_id=key_id, secret_hash="", public_key=text, expires=expires
+        client=client, key_id=new_key_id(), secret_hash="", public_key=text, expires=expires
     )
