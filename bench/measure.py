@@ -132,7 +132,12 @@ def transfer(peer: Peer, direction: str, n: int, reps: int, budget: float) -> di
 def main() -> None:
     """Run the measurement described by the JSON in ``argv[1]``; print its result."""
     spec = json.loads(sys.argv[1])
-    urls = {**spec["urls"], "key": os.environ.get("BENCH_SERVICEWIRE_KEY", "")}
+    urls = {
+        **spec["urls"],
+        "key": os.environ.get("BENCH_SERVICEWIRE_KEY", ""),
+        "key_id": os.environ.get("BENCH_SIGNING_KEY_ID", ""),
+        "signing_key": os.environ.get("BENCH_SIGNING_KEY", ""),
+    }
     peer_class = BY_NAME[spec["peer"]]
     kind = spec["kind"]
     peers = [peer_class(urls) for _ in range(spec.get("clients", 1))]

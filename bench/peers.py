@@ -56,8 +56,11 @@ class Servicewire(Peer):
 
     def __init__(self, urls: dict[str, Any]) -> None:
         super().__init__(urls)
-        key = urls["key"] if self.path == "/services/" else None
-        self.client = Client(urls["site"] + self.path, key=key, timeout=_TIMEOUT)
+        self.client = self.connect(urls)
+
+    def connect(self, urls: dict[str, Any]) -> Client:
+        """The client, with this row's credential."""
+        return Client(urls["site"] + self.path, key=urls["key"], timeout=_TIMEOUT)
 
     def add(self, a: int, b: int) -> int:
         return self.client.call("add", a=a, b=b)  # type: ignore[no-any-return]
@@ -72,11 +75,37 @@ class Servicewire(Peer):
         self.client.close()
 
 
+class ServicewireToken(Servicewire):
+    """servicewire with a token: one login with the key, then ``Bearer swt...``."""
+
+    name, label, bulk, huge = "servicewire-token", "servicewire (token+audit)", False, False
+
+    def connect(self, urls: dict[str, Any]) -> Client:
+        return Client(urls["site"] + self.path, key=urls["key"], use_tokens=True, timeout=_TIMEOUT)
+
+
+class ServicewireSigned(Servicewire):
+    """servicewire with every request signed by an ed25519 key (RFC 9421)."""
+
+    name, label, bulk, huge = "servicewire-signed", "servicewire (signature+audit)", False, False
+
+    def connect(self, urls: dict[str, Any]) -> Client:
+        return Client(
+            urls["site"] + self.path,
+            key_id=urls["key_id"],
+            signing_key=urls["signing_key"],
+            timeout=_TIMEOUT,
+        )
+
+
 class ServicewireBare(Servicewire):
     """The same client against the bench-only view without auth and audit."""
 
     name, label = "servicewire-bare", "servicewire (no auth/audit)"
     path = "/bare/"
+
+    def connect(self, urls: dict[str, Any]) -> Client:
+        return Client(urls["site"] + self.path, timeout=_TIMEOUT)
 
 
 class _Http(Peer):
@@ -267,6 +296,8 @@ class Memcpy(Peer):
 
 HTTP_PEERS: tuple[type[Peer], ...] = (
     Servicewire,
+    ServicewireToken,
+    ServicewireSigned,
     ServicewireBare,
     Original,
     Orjson,

@@ -100,6 +100,7 @@ class Servers:
     flight_port: int = 0
     socket_port: int = 0
     key: str = ""
+    signing_key_id: str = ""
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _site: subprocess.Popen[bytes] | None = None
     _flight: subprocess.Popen[bytes] | None = None
@@ -144,9 +145,10 @@ class Servers:
             self._pg_name = f"servicewire_bench_{uuid.uuid4().hex[:12]}"
             _postgres_admin(f'CREATE DATABASE "{self._pg_name}"')
         env = self._site_env()
+        self.signing_key = str(Path(self._tmp) / "signing-key.pem")
         done = subprocess.run(
             [sys.executable, "-m", "bench.site.setup"],
-            env=env,
+            env={**env, "BENCH_SIGNING_KEY": self.signing_key},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -155,7 +157,7 @@ class Servers:
         )
         if done.returncode != 0:
             raise RuntimeError(f"preparing the bench database failed:\n{done.stderr}")
-        self.key = done.stdout.strip().splitlines()[-1]
+        *_, self.signing_key_id, self.key = done.stdout.strip().splitlines()
         self._start_site(env)
         self._flight = self._start_printing_port("bench.flight_server")
         self._socket = self._start_printing_port("bench.socket_server")

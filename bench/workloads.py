@@ -80,7 +80,11 @@ def measure(
             "socket": servers.socket_port,
         },
     }
-    env = bench_env(BENCH_SERVICEWIRE_KEY=servers.key)
+    env = bench_env(
+        BENCH_SERVICEWIRE_KEY=servers.key,
+        BENCH_SIGNING_KEY_ID=servers.signing_key_id,
+        BENCH_SIGNING_KEY=servers.signing_key,
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.measure", json.dumps(spec)],
         env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
