@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from servicewire import keycache
 from servicewire.conf import get_settings
 from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
@@ -186,20 +187,42 @@ def authenticate_key(plain: str) -> Caller:
 def usable_key(key_id: str) -> ApiKey | None:
     """The key with this id if it may authenticate right now, else None.
 
-    Read from the database on every request: a revoked or expired key, or a
-    disabled client, is refused on the very next call in every worker.
+    From the shared cache when it holds the key's current state (every change
+    of a key or its client invalidates it there), else from the database.
     """
-    key = ApiKey.objects.select_related("client", "client__user").filter(key_id=key_id).first()
+    state, generation = keycache.load(key_id)
+    if state is not None:
+        key: ApiKey | None = _key_from_state(state)
+    else:
+        generation = keycache.current_generation(key_id, generation)
+        key = ApiKey.objects.select_related("client").filter(key_id=key_id).first()
+        if key is not None:
+            keycache.store(key, generation)
     if key is None or not key.is_usable(timezone.now()):
         return None
     return key
 
 
+def _key_from_state(state: dict[str, Any]) -> ApiKey:
+    key_state, client_state = dict(state["key"]), dict(state["client"])
+    key = ApiKey(id=key_state.pop("pk"), client_id=client_state["pk"], **key_state)
+    key.client = ClientApp(id=client_state.pop("pk"), **client_state)
+    return key
+
+
 def note_use(key: ApiKey, now: datetime) -> None:
-    """Record that ``key`` was just used, at most once per resolution period."""
-    # One write a minute per key at most (configurable): a write per call
-    # would double the database work of a small call.
-    resolution = timedelta(seconds=get_settings().KEY_LAST_USED_RESOLUTION)
-    if key.last_used is None or now - key.last_used >= resolution:
-        ApiKey.objects.filter(pk=key.pk).update(last_used=now)
+    """Record that ``key`` was just used, at most once per resolution period.
+
+    A write per call would double the database work of a small call; with a
+    shared cache the period is counted across every worker.
+    """
+    resolution = get_settings().KEY_LAST_USED_RESOLUTION
+    if keycache.enabled():
+        due = keycache.first_use_in(key.key_id, resolution)
+    else:
+        due = key.last_used is None or now - key.last_used >= timedelta(seconds=resolution)
+    if due:
+        # last_used is no part of what authorises a call: the cached state
+        # stays valid, so this write goes around the invalidating update().
+        ApiKey.objects.filter(pk=key.pk).record_use(now)
         key.last_used = now

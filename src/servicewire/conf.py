@@ -61,6 +61,10 @@ class Settings:
         SIGNATURE_MAX_SKEW: seconds a signature's ``created`` may differ from
             the server's clock, either way; also how long nonces are kept.
         AUDIT: write an audit entry for every request to the mount.
+        KEY_CACHE_SECONDS: how long a key's state may be kept in a shared
+            cache (Redis, Memcached) between changes; every change forgets it
+            at once. 0 turns the key cache off; process-local caches are never
+            used for it.
     """
 
     REQUIRE_HTTPS: bool
@@ -81,6 +85,7 @@ class Settings:
     ALLOW_PASSWORD_LOGIN: bool = False
     SIGNATURE_MAX_SKEW: int = 300
     AUDIT: bool = True
+    KEY_CACHE_SECONDS: int = 300
 
     @cached_property
     def limits(self) -> Limits:

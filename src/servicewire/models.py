@@ -16,7 +16,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
+
+from servicewire import keycache
 
 SCOPE_RE = re.compile(r"[a-z0-9_.:-]+")
 
@@ -39,8 +43,46 @@ def clean_scopes(labels: Iterable[str]) -> list[str]:
     return cleaned
 
 
+class ClientAppQuerySet(models.QuerySet["ClientApp"]):
+    """Bulk changes of clients forget their keys' cached state (see keycache)."""
+
+    def update(self, **kwargs: Any) -> int:
+        key_ids = list(ApiKey.objects.filter(client__in=self).values_list("key_id", flat=True))
+        changed = super().update(**kwargs)
+        keycache.forget_keys(key_ids)
+        return changed
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        key_ids = list(ApiKey.objects.filter(client__in=self).values_list("key_id", flat=True))
+        deleted = super().delete()
+        keycache.forget_keys(key_ids)
+        return deleted
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    """Bulk changes of keys forget their cached state (see keycache)."""
+
+    def record_use(self, when: Any) -> int:
+        """Set ``last_used``: no part of a key's authority, so nothing to forget."""
+        return super().update(last_used=when)
+
+    def update(self, **kwargs: Any) -> int:
+        key_ids = list(self.values_list("key_id", flat=True))
+        changed = super().update(**kwargs)
+        keycache.forget_keys(key_ids)
+        return changed
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        key_ids = list(self.values_list("key_id", flat=True))
+        deleted = super().delete()
+        keycache.forget_keys(key_ids)
+        return deleted
+
+
 class ClientApp(models.Model):
     """A program allowed to call services: a desktop tool, a script, a server."""
+
+    objects = ClientAppQuerySet.as_manager()
 
     name = models.CharField(max_length=100, unique=True)
     is_active = models.BooleanField(
@@ -93,6 +135,8 @@ class ApiKey(models.Model):
     ``key_id`` is public (it names the key in lists, logs and the audit
     trail); only ``secret_hash`` proves possession of the secret.
     """
+
+    objects = ApiKeyQuerySet.as_manager()
 
     client = models.ForeignKey(ClientApp, on_delete=models.CASCADE, related_name="keys")
     key_id = models.CharField(max_length=32, unique=True, editable=False)
@@ -181,3 +225,15 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         who = self.client_name or "anonymous"
         return f"{self.time:%Y-%m-%d %H:%M:%S} {who} {self.service or '-'} {self.status}"
+
+
+@receiver([post_save, post_delete], sender=ApiKey)
+def _forget_key(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> None:
+    keycache.forget_keys([instance.key_id])
+
+
+@receiver([post_save, post_delete], sender=ClientApp)
+def _forget_client_keys(sender: type[ClientApp], instance: ClientApp, **kwargs: Any) -> None:
+    keycache.forget_keys(
+        ApiKey.objects.filter(client_id=instance.pk).values_list("key_id", flat=True)
+    )

@@ -214,7 +214,7 @@ class Command(BaseCommand):
                 client.name,
                 "yes" if client.is_active else "no",
                 ", ".join(sorted(client.scope_set)) or "-",
-                str(client.key_count),
+                str(getattr(client, "key_count", 0)),
             )
             for client in clients
         ]
