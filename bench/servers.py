@@ -69,6 +69,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
     raise TimeoutError(f"no server listened on port {port} within {timeout} s")
 
 
+def redis_available() -> bool:
+    """Whether Redis answers on 127.0.0.1:6379 (then the site's cache is Redis)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def postgres_available() -> bool:
     """Whether PostgreSQL answers on 127.0.0.1:5432 as user ``postgres``."""
     try:
@@ -136,7 +145,8 @@ class Servers:
 
     def _site_env(self) -> dict[str, str]:
         if self.database == "postgres":
-            return bench_env(BENCH_DB="postgres", BENCH_PG_NAME=self._pg_name)
+            redis = {"BENCH_REDIS": "1"} if redis_available() else {}
+            return bench_env(BENCH_DB="postgres", BENCH_PG_NAME=self._pg_name, **redis)
         return bench_env(BENCH_DB="sqlite", BENCH_SQLITE=str(Path(self._tmp) / "bench.sqlite3"))
 
     def _start(self) -> None:

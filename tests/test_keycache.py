@@ -115,7 +115,7 @@ def test_expiry_is_checked_on_every_call_even_from_the_cache(
     assert call(client, key) == 200
     assert call(client, key) == 200
     later = timezone.now() + datetime.timedelta(seconds=31)
-    cached, _ = keycache.load(row.key_id)
+    cached = keycache.load(row.key_id).state
     assert cached is not None and cached["key"]["expires"] == row.expires
     from servicewire import auth
 
@@ -152,8 +152,7 @@ def test_a_row_read_before_a_revocation_committed_is_never_served(
 
     row = key_row(key)
     # The slow request: no entry yet, so it takes the generation and reads...
-    _, seen = keycache.load(row.key_id)
-    generation = keycache.current_generation(row.key_id, seen)
+    generation = keycache.current_generation(row.key_id, keycache.load(row.key_id).generation)
     stale = ApiKey.objects.select_related("client").get(pk=row.pk)
     # ...then the revocation commits...
     with transaction.atomic():

@@ -14,6 +14,7 @@ import hmac
 import re
 import secrets
 import string
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,8 @@ _KEY_RE = re.compile(
     rf"^sw_(?P<key_id>[A-Za-z0-9]{{{KEY_ID_LENGTH}}})_(?P<secret>[A-Za-z0-9]{{{SECRET_LENGTH}}})$"
 )
 _HASH_SALT = "servicewire.auth.api-key"
+# What the key look-up learnt about each key's recent use, for note_use().
+_recently_used: weakref.WeakKeyDictionary[ApiKey, bool] = weakref.WeakKeyDictionary()
 INVALID_CREDENTIAL = "the credential is invalid, expired or revoked"
 # Compared against when the key id is unknown, so that an unknown id and a
 # wrong secret cost the same time and get the same answer.
@@ -190,16 +193,17 @@ def usable_key(key_id: str) -> ApiKey | None:
     From the shared cache when it holds the key's current state (every change
     of a key or its client invalidates it there), else from the database.
     """
-    state, generation = keycache.load(key_id)
-    if state is not None:
-        key: ApiKey | None = _key_from_state(state)
+    lookup = keycache.load(key_id)
+    if lookup.state is not None:
+        key: ApiKey | None = _key_from_state(lookup.state)
     else:
-        generation = keycache.current_generation(key_id, generation)
+        generation = keycache.current_generation(key_id, lookup.generation)
         key = ApiKey.objects.select_related("client").filter(key_id=key_id).first()
         if key is not None:
             keycache.store(key, generation)
     if key is None or not key.is_usable(timezone.now()):
         return None
+    _recently_used[key] = lookup.used_recently
     return key
 
 
@@ -218,7 +222,9 @@ def note_use(key: ApiKey, now: datetime) -> None:
     """
     resolution = get_settings().KEY_LAST_USED_RESOLUTION
     if keycache.enabled():
-        due = keycache.first_use_in(key.key_id, resolution)
+        # The look-up already asked the cache; only a key not noted in this
+        # period costs another round trip, to claim the write for one worker.
+        due = not _recently_used.get(key, False) and keycache.first_use_in(key.key_id, resolution)
     else:
         due = key.last_used is None or now - key.last_used >= timedelta(seconds=resolution)
     if due:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache, caches
@@ -47,15 +48,27 @@ def enabled() -> bool:
     return type(caches["default"]).__name__ not in _LOCAL_BACKENDS
 
 
-def load(key_id: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The cached state of a key and its client (or None), and its generation."""
+@dataclass(frozen=True)
+class Lookup:
+    """What the cache knows of a key: its state (None: read the database), the
+    generation to store a fresh read under, and whether its use was noted
+    recently (then ``last_used`` needs no write)."""
+
+    state: dict[str, Any] | None = None
+    generation: str | None = None
+    used_recently: bool = False
+
+
+def load(key_id: str) -> Lookup:
+    """Everything the cache knows of a key, in one round trip."""
     if not enabled():
-        return None, None
-    found = cache.get_many([_ENTRY + key_id, _GENERATION + key_id])
-    state, generation = found.get(_ENTRY + key_id), found.get(_GENERATION + key_id)
-    if state is not None and generation is not None and state["generation"] == generation:
-        return state, generation
-    return None, generation
+        return Lookup()
+    names = [_ENTRY + key_id, _GENERATION + key_id, _USED + key_id]
+    found = cache.get_many(names)
+    state, generation = found.get(names[0]), found.get(names[1])
+    if state is None or generation is None or state["generation"] != generation:
+        state = None
+    return Lookup(state, generation, names[2] in found)
 
 
 def current_generation(key_id: str, seen: str | None) -> str | None:
