@@ -67,17 +67,25 @@ import datetime
 import decimal
 import functools
 import io
-import math
 import pickle
 import re
 import struct
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
 from servicewire.codecs import Body, Codec
 from servicewire.errors import BadRequest
+from servicewire.pickle_numpy import (
+    DTYPE_SPEC_RE,
+    array_from_state,
+    check_dtype,
+    check_shape,
+    dtype_from_state,
+    is_dtype,
+    is_numpy,
+    numpy_module,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -227,12 +235,6 @@ _NEVER_MODULES: Final = frozenset(
 _ENTRY_RE: Final = re.compile(
     r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.(?P<name>[A-Za-z_]\w*)"
 )
-# numpy's own dtype pickles name the kind and size only (``"f8"``, ``"V24"``);
-# the byte order, fields and units come in the state.
-_DTYPE_SPEC_RE: Final = re.compile(r"[biufcmMSUVO]\d{1,10}")
-_SAFE_KINDS: Final = frozenset("biufcmMSUV")
-_DATETIME_UNIT_RE: Final = re.compile(r"generic|[YMWDhms]|[munpfa]s")
-_ALIGNED_STRUCT: Final = 0x80
 
 
 def parse_allow(entries: Iterable[str]) -> frozenset[tuple[str, str]]:
@@ -306,14 +308,6 @@ def _import_listed(module: str, name: str) -> Any:
         raise BadRequest(
             f"pickle refers to {module}.{name}, which is allowed but cannot be imported here"
         ) from None
-
-
-def _numpy() -> Any:
-    try:
-        import numpy
-    except ImportError:
-        raise BadRequest("pickle holds numpy values, but numpy is not installed here") from None
-    return numpy
 
 
 class _Memo(dict[int, Any]):
@@ -447,7 +441,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def load(self) -> Any:
         """Unpickle the stream; BadRequest for anything not allowed."""
         value = super().load()
-        if any(not _is_dtype(p) for p, _ in self.memo.pending.values()):
+        if any(not is_dtype(p) for p, _ in self.memo.pending.values()):
             # An array placeholder from _reconstruct was never given its data.
             raise BadRequest("pickle leaves a numpy array without its data")
         return value
@@ -458,10 +452,10 @@ class RestrictedUnpickler(pickle._Unpickler):
         state = self.stack.pop()
         inst = self.stack[-1]
         self._check_target(inst)
-        if _is_dtype(inst) or _is_numpy(inst):
+        if is_dtype(inst) or is_numpy(inst):
             if not self.memo.is_pending(inst):
                 raise BadRequest(f"pickle rebuilds a {type(inst).__name__}, which is not allowed")
-            built = _dtype_from_state(inst, state) if _is_dtype(inst) else _array_from_state(state)
+            built = dtype_from_state(inst, state) if is_dtype(inst) else array_from_state(state)
             self.memo.settle(inst, built)
             self.stack[-1] = built
             return
@@ -477,13 +471,13 @@ class RestrictedUnpickler(pickle._Unpickler):
     # -- numpy, answered here rather than by numpy's own unpickling helpers --
 
     def _numpy_dtype(self, spec: Any, align: Any = False, copy: Any = True) -> Any:
-        np = _numpy()
-        if type(spec) is not str or not _DTYPE_SPEC_RE.fullmatch(spec) or type(align) is not bool:
+        np = numpy_module()
+        if type(spec) is not str or not DTYPE_SPEC_RE.fullmatch(spec) or type(align) is not bool:
             raise BadRequest("pickle calls numpy.dtype with arguments numpy never writes")
         # A fresh object, even for a built-in type, so that the memo can tell
         # two placeholders apart; it is replaced, never changed, at its BUILD.
         dtype = np.dtype(spec, align=align, copy=True)
-        _check_dtype(dtype)
+        check_dtype(dtype)
         self.memo.watch(dtype)
         return dtype
 
@@ -491,14 +485,14 @@ class RestrictedUnpickler(pickle._Unpickler):
         # numpy's own pickles call _reconstruct(ndarray, (0,), b'b') and BUILD the result.
         if cls is not _NDARRAY or shape != (0,) or type(code) is not bytes:
             raise BadRequest("pickle calls numpy's _reconstruct with arguments numpy never writes")
-        placeholder = _numpy().empty((0,), dtype="u1")
+        placeholder = numpy_module().empty((0,), dtype="u1")
         self.memo.watch(placeholder)
         return placeholder
 
     def _numpy_frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: Any) -> Any:
-        np = _numpy()
-        _check_dtype(dtype)
-        _check_shape(shape)
+        np = numpy_module()
+        check_dtype(dtype)
+        check_shape(shape)
         if order not in ("C", "F"):
             raise BadRequest("pickle gives a numpy array an order other than C or F")
         if not isinstance(buffer, bytes | bytearray | memoryview | pickle.PickleBuffer):
@@ -506,116 +500,11 @@ class RestrictedUnpickler(pickle._Unpickler):
         return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
 
     def _numpy_scalar(self, dtype: Any, data: Any) -> Any:
-        np = _numpy()
-        _check_dtype(dtype)
+        np = numpy_module()
+        check_dtype(dtype)
         if type(data) is not bytes or len(data) != dtype.itemsize:
             raise BadRequest("pickle gives a numpy scalar data of the wrong size")
         return np.frombuffer(data, dtype=dtype)[0]
-
-
-def _is_dtype(obj: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(obj, np.dtype)
-
-
-def _is_numpy(obj: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(obj, np.ndarray | np.generic)
-
-
-def _check_dtype(dtype: Any) -> None:
-    if not _is_dtype(dtype):
-        raise BadRequest("pickle gives numpy something other than a dtype")
-    if dtype.hasobject or dtype.kind not in _SAFE_KINDS:
-        raise BadRequest(
-            f"pickle holds a numpy array or scalar of dtype {str(dtype)[:100]}, which is not "
-            "allowed: only bool, numeric, datetime, string and void dtypes without objects"
-        )
-
-
-def _check_shape(shape: Any) -> None:
-    if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
-        raise BadRequest("pickle gives a numpy array a shape that is not a tuple of sizes")
-
-
-def _dtype_from_state(base: Any, state: Any) -> Any:
-    """The dtype numpy's ``dtype.__setstate__`` would make, built from public
-    constructors, which check what ``__setstate__`` takes on trust."""
-    np = _numpy()
-    if type(state) is not tuple or len(state) not in (8, 9) or state[0] not in (3, 4):
-        raise BadRequest("pickle gives a numpy dtype a state numpy never writes")
-    byteorder, subdtype, names, fields, itemsize, _, flags = state[1:8]
-    if subdtype is not None:
-        if type(subdtype) is not tuple or len(subdtype) != 2:
-            raise BadRequest("pickle gives a numpy dtype a malformed sub-array")
-        _check_dtype(subdtype[0])
-        _check_shape(subdtype[1])
-        dtype = np.dtype((subdtype[0], subdtype[1]))
-    elif names is not None:
-        dtype = _structured(np, names, fields, itemsize, flags)
-    elif base.kind in "mM" and len(state) == 9:
-        unit = _datetime_unit(state[8])
-        dtype = np.dtype(f"{base.kind}8[{unit}]" if unit else f"{base.kind}8")
-    else:
-        dtype = base
-    if byteorder in ("<", ">") and dtype.byteorder != "|":
-        dtype = dtype.newbyteorder(byteorder)
-    elif byteorder not in ("<", ">", "|", "="):
-        raise BadRequest("pickle gives a numpy dtype an unknown byte order")
-    _check_dtype(dtype)
-    return dtype
-
-
-def _structured(np: Any, names: Any, fields: Any, itemsize: Any, flags: Any) -> Any:
-    if type(names) is not tuple or type(fields) is not dict or type(itemsize) is not int:
-        raise BadRequest("pickle gives a numpy dtype malformed fields")
-    formats, offsets, titles = [], [], []
-    for name in names:
-        field = fields.get(name) if type(name) is str else None
-        if type(field) is not tuple or len(field) not in (2, 3) or type(field[1]) is not int:
-            raise BadRequest("pickle gives a numpy dtype malformed fields")
-        _check_dtype(field[0])
-        formats.append(field[0])
-        offsets.append(field[1])
-        titles.append(field[2] if len(field) == 3 else None)
-    spec: dict[str, Any] = {
-        "names": list(names),
-        "formats": formats,
-        "offsets": offsets,
-        "itemsize": itemsize,
-    }
-    if any(title is not None for title in titles):
-        spec["titles"] = titles
-    return np.dtype(spec, align=type(flags) is int and bool(flags & _ALIGNED_STRUCT))
-
-
-def _datetime_unit(metadata: Any) -> str:
-    info = metadata[1] if type(metadata) is tuple and len(metadata) == 2 else None
-    if type(info) is not tuple or len(info) != 4 or type(info[0]) is not bytes:
-        raise BadRequest("pickle gives a numpy datetime dtype a malformed unit")
-    unit, count = info[0].decode("ascii", "replace"), info[1]
-    if not _DATETIME_UNIT_RE.fullmatch(unit) or type(count) is not int or not 0 < count < 2**31:
-        raise BadRequest("pickle gives a numpy datetime dtype an unknown unit")
-    return "" if unit == "generic" else f"{count}{unit}"
-
-
-def _array_from_state(state: Any) -> Any:
-    """The array numpy's ``ndarray.__setstate__`` would make, as a writable copy."""
-    np = _numpy()
-    if type(state) is tuple and len(state) == 5 and state[0] == 1:
-        state = state[1:]
-    if type(state) is not tuple or len(state) != 4:
-        raise BadRequest("pickle gives a numpy array a state numpy never writes")
-    shape, dtype, fortran, data = state
-    _check_shape(shape)
-    _check_dtype(dtype)
-    if type(fortran) is not bool or not isinstance(data, bytes | bytearray):
-        raise BadRequest("pickle gives a numpy array a state numpy never writes")
-    count = math.prod(shape)
-    if len(data) != count * dtype.itemsize:
-        raise BadRequest("pickle gives a numpy array data of the wrong size")
-    flat = np.frombuffer(data, dtype=dtype, count=count)
-    return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
 
 
 def _check_uuid_state(state: Any) -> None:
