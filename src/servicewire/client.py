@@ -25,7 +25,7 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from types import TracebackType
@@ -36,6 +36,7 @@ import httpx
 from servicewire import codecs, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
+from servicewire.segments import Segment, body_size
 from servicewire.signing import SignatureAuth
 
 __all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
@@ -73,6 +74,9 @@ _CLIENT_CODECS = {codec.name: codec for codec in (codecs.MSGPACK, codecs.JSON, c
 _E = TypeVar("_E", bound=errors.ServiceError)
 
 _SNIPPET_CHARS = 200
+
+# Request bodies above this size are streamed in pieces of this size.
+_UPLOAD_PIECE = 512 * 1024
 
 
 def _credential(
@@ -113,10 +117,55 @@ class _Request:
     method: str
     url: str
     headers: dict[str, str]
-    content: bytes | None
+    body: list[Segment] | None
     request_id: str
     codec: codecs.Codec
     what: str  # names the exchange in error messages: "'add'", "discovery"
+
+
+class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A request body sent from its segments, piece by piece, never joined.
+
+    httpcore copies what is left of a ``bytes`` body after every partial
+    send, which costs time quadratic in the body's size; pieces of at most
+    :data:`_UPLOAD_PIECE` bytes bound that copy and keep it in the CPU cache.
+    Each piece is copied once (h11 would join a view into new bytes anyway).
+    The stream can be sent again (an auth flow may resend a request), and
+    ``pieces`` lets :class:`~servicewire.signing.SignatureAuth` hash the body
+    as it lies.
+    """
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.pieces = segments
+
+    def __iter__(self) -> Iterator[bytes]:
+        for segment in self.pieces:
+            if isinstance(segment, bytes) and len(segment) <= _UPLOAD_PIECE:
+                yield segment
+                continue
+            view = memoryview(segment)
+            for start in range(0, len(view), _UPLOAD_PIECE):
+                yield bytes(view[start : start + _UPLOAD_PIECE])
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self:
+            yield piece
+
+
+def _http_request(http: httpx.Client | httpx.AsyncClient, request: _Request) -> httpx.Request:
+    """The httpx request for ``request``; a large body goes as an :class:`_Upload`."""
+    body = request.body
+    size = body_size(body) if body is not None else 0
+    if body is None or size <= _UPLOAD_PIECE:
+        content = b"".join(body) if body is not None else None
+        return http.build_request(
+            request.method, request.url, content=content, headers=request.headers
+        )
+    # An explicit length: WSGI servers need it, and httpx then sends no chunked framing.
+    headers = {**request.headers, "Content-Length": str(size)}
+    built = http.build_request(request.method, request.url, headers=headers)
+    built.stream = _Upload(body)
+    return built
 
 
 class _BodyBuffer:
@@ -344,7 +393,7 @@ class _BaseClient:
             },
             # The protocol reads an empty body as "no arguments"; sending one
             # keeps argument-less calls valid in every codec.
-            content=self._codec.encode(arguments) if arguments else b"",
+            body=self._codec.encode_segments(arguments) if arguments else [b""],
             request_id=request_id,
             codec=self._codec,
             what=repr(name),
@@ -356,7 +405,7 @@ class _BaseClient:
             method="GET",
             url=self._url,
             headers={"Accept": codecs.JSON.content_type, "X-Request-ID": request_id},
-            content=None,
+            body=None,
             request_id=request_id,
             codec=codecs.JSON,
             what="discovery",
@@ -541,12 +590,13 @@ class Client(_BaseClient):
     def _send(self, request: _Request) -> Any:
         started = time.perf_counter()
         try:
-            with self._http.stream(
-                request.method, request.url, content=request.content, headers=request.headers
-            ) as response:
+            response = self._http.send(_http_request(self._http, request), stream=True)
+            try:
                 buffer = self._body_buffer(request, response)
                 for chunk in response.iter_bytes():
                     buffer.feed(chunk)
+            finally:
+                response.close()
         except httpx.HTTPError as exc:
             raise self._network_error(request, exc) from exc
         return self._interpret(request, response, buffer.result(), started)
@@ -594,12 +644,13 @@ class AsyncClient(_BaseClient):
     async def _send(self, request: _Request) -> Any:
         started = time.perf_counter()
         try:
-            async with self._http.stream(
-                request.method, request.url, content=request.content, headers=request.headers
-            ) as response:
+            response = await self._http.send(_http_request(self._http, request), stream=True)
+            try:
                 buffer = self._body_buffer(request, response)
                 async for chunk in response.aiter_bytes():
                     buffer.feed(chunk)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             raise self._network_error(request, exc) from exc
         return self._interpret(request, response, buffer.result(), started)

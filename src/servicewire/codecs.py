@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Final
 import msgspec
 
 from servicewire.errors import BadRequest, PayloadTooLarge, ServiceError
+from servicewire.segments import Segment, pack_segments
 from servicewire.values import packb, to_natural_json, unpackb
 
 __all__ = [
@@ -87,6 +88,15 @@ class Codec:
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` as a body; ``TypeError`` for a value this codec cannot carry."""
         raise NotImplementedError
+
+    def encode_segments(self, value: Any) -> list[Segment]:
+        """Encode ``value`` as a body in segments, to be sent one after the other.
+
+        Large buffers may be views of memory inside ``value`` rather than
+        copies (see :mod:`servicewire.segments`); a codec without such
+        buffers gives one segment, its :meth:`encode`.
+        """
+        return [self.encode(value)]
 
     def decode(self, data: Body, limits: Limits = DEFAULT_LIMITS) -> Any:
         """Decode a received body and check it against ``limits``.
@@ -172,6 +182,10 @@ class MsgpackCodec(Codec):
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` as msgpack (see :mod:`servicewire.values`)."""
         return packb(value)
+
+    def encode_segments(self, value: Any) -> list[Segment]:
+        """Encode ``value`` as msgpack, arrays and large bytes as views, not copies."""
+        return pack_segments(value)
 
     def _load(self, data: Body) -> Any:
         return unpackb(data)

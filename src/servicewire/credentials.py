@@ -49,10 +49,10 @@ class TokenAuth(httpx.Auth):
     scopes. The token is never shown in ``repr`` or logs.
 
     Works with ``httpx.Client`` and ``httpx.AsyncClient`` alike: the login
-    request goes through the same client and connection pool.
+    request goes through the same client and connection pool. The request is
+    not read ahead: servicewire's bodies (bytes, or a streamed body that can
+    be sent again) survive the one retry as they are.
     """
-
-    requires_request_body = True
 
     def __init__(
         self, inner: httpx.Auth, token_url: str, *, scopes: list[str] | None = None

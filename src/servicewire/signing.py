@@ -26,7 +26,7 @@ import secrets
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -255,8 +255,12 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return loaded
 
 
-def content_digest(body: bytes | bytearray | memoryview, algorithm: str = "sha-256") -> str:
-    """The RFC 9530 ``Content-Digest`` field value of ``body``.
+def content_digest(
+    body: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
+    algorithm: str = "sha-256",
+) -> str:
+    """The RFC 9530 ``Content-Digest`` field value of ``body``, one buffer or
+    the buffers that make it, in order.
 
     >>> content_digest(b"")
     'sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:'
@@ -264,7 +268,10 @@ def content_digest(body: bytes | bytearray | memoryview, algorithm: str = "sha-2
     hasher = DIGEST_ALGORITHMS.get(algorithm)
     if hasher is None:
         raise ValueError(f"unknown digest algorithm {algorithm!r}; use sha-256 or sha-512")
-    digest = hasher(body).digest()
+    state = hasher()
+    for piece in (body,) if isinstance(body, bytes | bytearray | memoryview) else body:
+        state.update(piece)
+    digest = state.digest()
     return f"{algorithm}=:{base64.b64encode(digest).decode('ascii')}:"
 
 
@@ -284,14 +291,13 @@ class SignatureAuth(httpx.Auth):
     its method, target URI, authority and that digest, with the ``created``
     time, the key id and a fresh random nonce, so the server can refuse a
     tampered, stale or replayed request. Works for ``Client`` and
-    ``AsyncClient`` alike (httpx reads the body before the flow runs).
+    ``AsyncClient`` alike. A body streamed by servicewire's client is hashed
+    from its ``pieces`` as they lie; any other streamed body is read first.
 
     ``signing_key`` is a key file's path, a PEM text, raw base64 or a key
     object. ``clock`` gives the time in seconds (``time.time``); tests and
     programs on a badly set clock may supply their own.
     """
-
-    requires_request_body = True
 
     def __init__(
         self,
@@ -323,7 +329,9 @@ class SignatureAuth(httpx.Auth):
 
     def sign(self, request: httpx.Request) -> None:
         """Add ``Content-Digest``, ``Signature-Input`` and ``Signature`` to ``request``."""
-        request.headers["Content-Digest"] = content_digest(request.content)
+        pieces = getattr(request.stream, "pieces", None)
+        body = request.content if pieces is None else pieces
+        request.headers["Content-Digest"] = content_digest(body)
         self._signer.sign(
             _Message(request.method, str(request.url), request.headers),
             key_id=self._key_id,
@@ -334,7 +342,22 @@ class SignatureAuth(httpx.Auth):
             use_existing_digest=True,
         )
 
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        if not hasattr(request.stream, "pieces"):
+            request.read()
+        yield from self.auth_flow(request)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if not hasattr(request.stream, "pieces"):
+            await request.aread()
+        for outgoing in self.auth_flow(request):
+            yield outgoing
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Sign the request, then send it (httpx.Auth's flow)."""
+        """Sign the request, then send it (httpx.Auth's flow; the body must be readable)."""
         self.sign(request)
         yield request

@@ -78,6 +78,7 @@ __all__ = [
     "EXT_TUPLE",
     "EXT_UUID",
     "from_msgpack_ext",
+    "ndarray_parts",
     "packb",
     "to_msgpack_ext",
     "to_natural_json",
@@ -264,7 +265,11 @@ def _encode_timedelta(value: timedelta) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_TIMEDELTA, packb([value.days, value.seconds, value.microseconds]))
 
 
-def _encode_ndarray(array: numpy.ndarray[Any, Any]) -> msgpack.ExtType:
+def ndarray_parts(array: numpy.ndarray[Any, Any]) -> tuple[list[Any], memoryview]:
+    """The payload of extension type 12 in two parts: ``[dtype, shape, order]``
+    and the elements' bytes, a view of the array's memory whenever it is
+    contiguous. ``TypeError`` for a dtype that does not travel.
+    """
     dtype = array.dtype
     if dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(
@@ -278,8 +283,14 @@ def _encode_ndarray(array: numpy.ndarray[Any, Any]) -> msgpack.ExtType:
         order, data = "F", array.T
     else:
         order, data = "C", array.copy(order="C")
-    header = [dtype.str, list(array.shape), order, data.data]
-    return msgpack.ExtType(EXT_NDARRAY, msgpack.packb(header, use_bin_type=True))
+    # Flat unsigned bytes: len() of the view is its size in bytes, whatever the dtype.
+    raw = data.reshape(-1).view("u1").data
+    return [dtype.str, list(array.shape), order], raw
+
+
+def _encode_ndarray(array: numpy.ndarray[Any, Any]) -> msgpack.ExtType:
+    header, raw = ndarray_parts(array)
+    return msgpack.ExtType(EXT_NDARRAY, msgpack.packb([*header, raw], use_bin_type=True))
 
 
 def _encode_numpy_scalar(scalar: numpy.generic) -> msgpack.ExtType:
