@@ -242,3 +242,14 @@ def test_signed_twenty_megabyte_bodies_verify(url: str, tmp_path: Path) -> None:
             return await aw.science.double(samples=samples)
 
     np.testing.assert_array_equal(asyncio.run(main()), samples * 2)
+
+
+def test_receive_buffers_are_writable_and_zeroed() -> None:
+    small, large = segments.receive_buffer(10), segments.receive_buffer(16 * 2**20)
+    assert isinstance(small, bytearray) and small == bytearray(10)
+    assert isinstance(large, memoryview) and not large.readonly and len(large) == 16 * 2**20
+    assert not any(large[:: 2**20])
+    body = packb(BIG)
+    large[: len(body)] = body
+    array = unpackb(large[: len(body)])
+    assert array.flags.writeable and array.tolist() == BIG.tolist()

@@ -62,7 +62,7 @@ class Caller:
     credential: str = "key"
     user: Any = None
     token_scopes: frozenset[str] | None = None
-    check_body: Callable[[bytes | bytearray], None] | None = None
+    check_body: Callable[[bytes | bytearray | memoryview], None] | None = None
 
     @property
     def scopes(self) -> frozenset[str]:

@@ -36,7 +36,7 @@ import httpx
 from servicewire import codecs, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
-from servicewire.segments import Segment, body_size
+from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
 
 __all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
@@ -169,10 +169,11 @@ def _http_request(http: httpx.Client | httpx.AsyncClient, request: _Request) -> 
 
 
 class _BodyBuffer:
-    """Collects a response body into one writable ``bytearray``.
+    """Collects a response body into one writable buffer.
 
     With a ``Content-Length`` (and no content encoding that changes the size)
-    the buffer is allocated once and filled in place, so decoding msgpack
+    the buffer is allocated once (:func:`~servicewire.segments.receive_buffer`)
+    and filled in place, so decoding msgpack
     arrays from it needs no further copy and yields writable views.
     """
 
@@ -186,21 +187,21 @@ class _BodyBuffer:
         self._expected = _declared_length(response)
         if self._expected is not None and self._expected > limit:
             raise self._too_large()
-        self._data = bytearray(self._expected or 0)
+        self._data = receive_buffer(self._expected or 0)
 
     def feed(self, chunk: bytes) -> None:
         end = self._filled + len(chunk)
         if end > self._limit:
             raise self._too_large()
         if self._expected is None:
-            self._data += chunk
+            self._data += chunk  # type: ignore[operator]
         elif end > self._expected:
             raise self._error("is longer than its Content-Length")
         else:
             self._data[self._filled : end] = chunk
         self._filled = end
 
-    def result(self) -> bytearray:
+    def result(self) -> bytearray | memoryview:
         if self._expected is not None and self._filled != self._expected:
             raise self._error(f"ended after {self._filled} of {self._expected} bytes")
         return self._data
@@ -435,7 +436,11 @@ class _BaseClient:
         )
 
     def _interpret(
-        self, request: _Request, response: httpx.Response, body: bytearray, started: float
+        self,
+        request: _Request,
+        response: httpx.Response,
+        body: bytearray | memoryview,
+        started: float,
     ) -> Any:
         """Return the value a response carries, or raise the error it reports."""
         status = response.status_code
@@ -479,7 +484,7 @@ class _BaseClient:
         self,
         request: _Request,
         response: httpx.Response,
-        body: bytearray,
+        body: bytearray | memoryview,
         codec: codecs.Codec | None,
     ) -> errors.ServiceError:
         status = response.status_code
@@ -504,7 +509,7 @@ class _BaseClient:
             status=status,
         )
 
-    def _snippet(self, response: httpx.Response, body: bytearray) -> str:
+    def _snippet(self, response: httpx.Response, body: bytearray | memoryview) -> str:
         """A short, safe excerpt of a non-protocol body for an error message."""
         if not body:
             return ""

@@ -11,6 +11,9 @@ Only the containers on the way to a large buffer are written piece by piece;
 every other subtree (all of a body without large buffers) goes to msgpack's
 packer whole, at C speed.
 
+The receiving side reads a body into one :func:`receive_buffer` and decodes
+arrays as views of it.
+
 Example::
 
     segments = pack_segments({"samples": numpy.zeros(10**6)})
@@ -39,7 +42,7 @@ from servicewire.values import (
     to_msgpack_ext,
 )
 
-__all__ = ["LARGE", "Segment", "body_size", "pack_segments"]
+__all__ = ["LARGE", "Segment", "body_size", "pack_segments", "receive_buffer"]
 
 #: Buffers of at least this many bytes are referenced rather than copied.
 #: Below it, a copy costs less than a segment of its own.
@@ -55,6 +58,8 @@ _SCALARS: Final = frozenset(
 _BUFFERS: Final = (bytes, bytearray, memoryview)
 # msgpack's packer refuses deeper nesting; such a value goes to it whole, to be refused.
 _MAX_DEPTH: Final = 512
+# Huge pages are 2 MiB; below a few of them a bytearray is as fast.
+_HUGE_BUFFER: Final = 8 * 2**20
 # Above this many items a container is scanned by item type first.
 _SCAN_THRESHOLD: Final = 32
 
@@ -78,6 +83,20 @@ def pack_segments(value: Any) -> list[Segment]:
 def body_size(segments: Iterable[Segment]) -> int:
     """The size in bytes of the body the segments make."""
     return sum(map(len, segments))
+
+
+def receive_buffer(size: int) -> bytearray | memoryview:
+    """A zeroed, writable buffer of ``size`` bytes to read a body into.
+
+    A large one is numpy's memory when numpy is loaded: numpy asks the kernel
+    for huge pages, so filling 80 MB costs a few dozen page faults instead of
+    twenty thousand (about 40 ms less here). Arrays decoded from either kind
+    are writable views of it.
+    """
+    np = sys.modules.get("numpy")
+    if np is None or size < _HUGE_BUFFER:
+        return bytearray(size)
+    return memoryview(np.zeros(size, dtype=np.uint8))
 
 
 def _holds_large(value: Any, depth: int) -> bool:

@@ -214,7 +214,7 @@ def _parse_content_digest(value: str) -> dict[str, bytes]:
     return digests
 
 
-def _check_body(digests: dict[str, bytes], body: bytes | bytearray) -> None:
+def _check_body(digests: dict[str, bytes], body: bytes | bytearray | memoryview) -> None:
     """Raise Unauthorized unless ``body`` has every digest the request claimed."""
     for algorithm, claimed in digests.items():
         # Constant-time, though a digest is no secret: it costs nothing here.

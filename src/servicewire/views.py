@@ -50,7 +50,7 @@ from servicewire.errors import (
 from servicewire.openapi import openapi_document
 from servicewire.pickling import pickle_codec
 from servicewire.registry import Service, registry
-from servicewire.segments import Segment, body_size
+from servicewire.segments import Segment, body_size, receive_buffer
 
 logger = logging.getLogger("servicewire")
 
@@ -224,17 +224,18 @@ def _declared_length(request: HttpRequest) -> int:
         raise BadRequest("Content-Length is not a number") from None
 
 
-def _read_body(request: HttpRequest, length: int, limit: int) -> bytearray:
+def _read_body(request: HttpRequest, length: int, limit: int) -> bytearray | memoryview:
     """Read the body into one buffer, refusing it unread when it is too big.
 
-    A bytearray, so that arrays decoded from it are writable views of it.
+    A writable buffer (:func:`~servicewire.segments.receive_buffer`), so that
+    arrays decoded from it are writable views of it.
     """
     if length > limit:
         raise PayloadTooLarge(
             f"the body is {length} bytes; this site accepts at most {limit}",
             details={"limit": limit},
         )
-    body = bytearray(length)
+    body = receive_buffer(length)
     view = memoryview(body)
     filled = 0
     while filled < length:
@@ -395,7 +396,7 @@ def _password_token(
     body = _read_body(request, length, 4096)
     exchange.record.bytes_in = len(body)
     try:
-        caller = tokens.authenticate_password(request, body)
+        caller = tokens.authenticate_password(request, bytes(body))
     except Unauthorized as refusal:
         throttle.note_failure(address)
         if config.HIDE_FROM_UNAUTHENTICATED:
