@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,3 +88,108 @@ def test_a_truncated_gzip_stream_is_a_bad_request() -> None:
 def test_unknown_encodings_are_refused_for_the_caller_to_answer_415() -> None:
     with pytest.raises(ValueError, match="unsupported content encoding 'br'"):
         compression.decompress(b"x", "br", limit=10)
+
+
+# -- over HTTP: the site and the client ----------------------------------------
+
+
+@pytest.fixture
+def mount(live_server: Any) -> str:
+    return f"{live_server.url}/services/"
+
+
+def _last_entry() -> Any:
+    from servicewire.models import AuditEntry
+
+    return AuditEntry.objects.order_by("-pk")[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("compress", [True, False], ids=["asked", "not-asked"])
+def test_compressible_arrays_travel_compressed_only_when_asked(
+    mount: str, key: str, compress: bool
+) -> None:
+    from servicewire import Client
+
+    zeros = np.zeros(1_000_000)
+    with Client(mount, key, compress=compress) as sw:
+        back = sw.echo(value=zeros)
+        sent, received = _last_entry().bytes_in, _last_entry().bytes_out
+    np.testing.assert_array_equal(back, zeros)
+    assert back.flags.writeable
+    if compress:
+        assert sent < zeros.nbytes // 50 and received < zeros.nbytes // 50
+    else:
+        assert sent > zeros.nbytes and received > zeros.nbytes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_random_floats_go_uncompressed_even_when_asked(mount: str, key: str) -> None:
+    from servicewire import Client
+
+    noise = np.random.default_rng(3).random(500_000)
+    with Client(mount, key, compress=True) as sw:
+        np.testing.assert_array_equal(sw.echo(value=noise), noise)
+    assert _last_entry().bytes_out > noise.nbytes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signed_compressed_upload_verifies(mount: str, tmp_path: Any) -> None:
+    from servicewire import Client
+    from servicewire.models import ClientApp
+    from servicewire.signatures import register_public_key
+    from servicewire.signing import generate_private_key, public_key_text, write_private_key
+
+    private = generate_private_key()
+    write_private_key(tmp_path / "key.pem", private)
+    client = ClientApp.objects.create(name="signer")
+    key_id = register_public_key(client, public_key_text(private)).key_id
+    ones = np.ones(300_000)
+    with Client(mount, key_id=key_id, signing_key=str(tmp_path / "key.pem"), compress=True) as sw:
+        np.testing.assert_array_equal(sw.echo(value=ones), ones)
+    assert _last_entry().bytes_in < ones.nbytes // 50
+
+
+def _raw_post(mount: str, key: str, body: bytes, encoding: str) -> Any:
+    import httpx
+
+    return httpx.post(
+        mount + "echo",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Content-Encoding": encoding,
+        },
+        timeout=30,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_site_reads_curl_style_gzip_bodies(mount: str, key: str) -> None:
+    response = _raw_post(mount, key, gzip.compress(b'{"value": [1, 2, 3]}'), "gzip")
+    assert response.status_code == 200
+    assert response.json() == [1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "error"),
+    [
+        (b'{"value": 1}', "br", 415, "UnsupportedMediaType"),
+        (b"\x1f\x8b\x08\x00garbage", "gzip", 400, "BadRequest"),
+        (gzip.compress(b'{"value": "' + b"a" * 3000 + b'"}'), "gzip", 413, "PayloadTooLarge"),
+    ],
+    ids=["unknown-encoding", "corrupt-gzip", "bomb"],
+)
+def test_bad_encoded_bodies_are_refused(
+    mount: str, key: str, body: bytes, encoding: str, status: int, error: str
+) -> None:
+    from django.test import override_settings
+
+    with override_settings(SERVICEWIRE={"REQUIRE_HTTPS": False, "MAX_BODY_BYTES": 1000}):
+        response = _raw_post(mount, key, body, encoding)
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == error
+    entry = _last_entry()
+    assert (entry.status, entry.error_type) == (status, error)

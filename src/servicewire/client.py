@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from servicewire import codecs, errors
+from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
 from servicewire.segments import Segment, body_size, receive_buffer
@@ -300,6 +300,7 @@ class _BaseClient:
         signing_key: str | None = None,
         use_tokens: bool = False,
         pickle_allow: Iterable[str] = (),
+        compress: bool = False,
     ) -> None:
         url = url or _env("SERVICEWIRE_URL")
         if not url:
@@ -332,6 +333,9 @@ class _BaseClient:
         self._codec = (
             pickle_codec(tuple(pickle_allow)) if codec == "pickle" else _CLIENT_CODECS[codec]
         )
+        # Compression pays on slow links and costs on fast ones; only the
+        # caller knows which it has, so it is asked for, never assumed.
+        self._encodings = compression.available() if compress else ()
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         self._auth = _credential(
             key,
@@ -384,17 +388,23 @@ class _BaseClient:
             raise ValueError(f"invalid service name {name!r}")
         content_type = self._codec.content_type
         request_id = uuid.uuid4().hex
+        headers = {
+            "Content-Type": content_type,
+            "Accept": content_type,
+            "Accept-Encoding": ", ".join(self._encodings) or "identity",
+            "X-Request-ID": request_id,
+        }
+        # The protocol reads an empty body as "no arguments"; sending one
+        # keeps argument-less calls valid in every codec.
+        body: list[Segment] = self._codec.encode_segments(arguments) if arguments else [b""]
+        if self._encodings and compression.worth_compressing(body, body_size(body)):
+            body = list(compression.compress(body, self._encodings[0]))
+            headers["Content-Encoding"] = self._encodings[0]
         return _Request(
             method="POST",
             url=self._url + name,
-            headers={
-                "Content-Type": content_type,
-                "Accept": content_type,
-                "X-Request-ID": request_id,
-            },
-            # The protocol reads an empty body as "no arguments"; sending one
-            # keeps argument-less calls valid in every codec.
-            body=self._codec.encode_segments(arguments) if arguments else [b""],
+            headers=headers,
+            body=body,
             request_id=request_id,
             codec=self._codec,
             what=repr(name),
@@ -538,7 +548,10 @@ class Client(_BaseClient):
     copies), ``"json"``, or ``"pickle"`` for a client the site allows it
     (whole Python objects; responses are unpickled only through the
     allow-list of :mod:`servicewire.pickling`, plus the ``"module.name"``
-    globals in ``pickle_allow``). ``timeout`` bounds connecting and each wait for
+    globals in ``pickle_allow``). ``compress=True`` asks for zstd or gzip
+    responses and compresses uploads, each only when the body is large and
+    compressible enough to pay (for slow links; on a fast one it costs more
+    than it saves). ``timeout`` bounds connecting and each wait for
     data, in seconds. ``headers`` are added to every request; ``verify`` is
     passed to httpx (a CA bundle path, an ``ssl.SSLContext`` or a bool).
 

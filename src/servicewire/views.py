@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import audit, codecs, throttle, tokens
+from servicewire import audit, codecs, compression, throttle, tokens
 from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
@@ -66,6 +66,7 @@ class _Exchange:
     request_id: str
     record: AuditRecord
     codec: Codec = codecs.JSON
+    encoding: str | None = None  # the response's content encoding, if it pays
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -106,12 +107,18 @@ def _value_response(value: Any, exchange: _Exchange) -> HttpResponseBase:
     one plain response, which costs less.
     """
     segments = exchange.codec.encode_segments(value)
+    size = body_size(segments)
+    if exchange.encoding and compression.worth_compressing(segments, size):
+        packed = _response(b"".join(compression.compress(segments, exchange.encoding)), exchange)
+        packed["Content-Encoding"] = exchange.encoding
+        packed["Vary"] = "Accept-Encoding"
+        return packed
     if len(segments) == 1:
         return _response(bytes(segments[0]), exchange)
     response = StreamingHttpResponse(
         _send_chunks(segments), content_type=exchange.codec.content_type
     )
-    response["Content-Length"] = str(body_size(segments))
+    response["Content-Length"] = str(size)
     response["X-Request-ID"] = exchange.request_id
     return response
 
@@ -247,6 +254,22 @@ def _read_body(request: HttpRequest, length: int, limit: int) -> bytearray | mem
     return body
 
 
+def _decoded(
+    request: HttpRequest, body: bytearray | memoryview, limit: int
+) -> bytearray | memoryview:
+    """The body with its ``Content-Encoding`` undone, bounded like any body."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity") or not body:
+        return body
+    try:
+        return compression.decompress(body, encoding, limit)
+    except ValueError:
+        raise UnsupportedMediaType(
+            f"cannot read a body encoded as {encoding[:40]!r}; this site reads: "
+            + ", ".join(compression.available())
+        ) from None
+
+
 def _find_service(name: str | Service, caller: Caller) -> Service:
     found = registry.get(name) if isinstance(name, str) else name
     if found is None:
@@ -291,7 +314,9 @@ def _call(request: HttpRequest, svc: Service | str, exchange: _Exchange) -> Http
     body = _read_body(request, length, config.MAX_BODY_BYTES)
     exchange.record.bytes_in = len(body)
     if caller.check_body is not None:
-        caller.check_body(body)
+        caller.check_body(body)  # the digest covers the body as sent, encoded or not
+    body = _decoded(request, body, config.MAX_BODY_BYTES)
+    exchange.encoding = compression.choose(request.headers.get("Accept-Encoding"))
     arguments = request_codec.decode(body, config.limits) if body else {}
     if not isinstance(arguments, dict):
         raise BadRequest("the body must be a map of argument names to values")
