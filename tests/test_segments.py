@@ -183,7 +183,7 @@ def test_upload_bodies_are_streamed_in_pieces_never_joined(url: str) -> None:
     array = np.arange(1_000_000, dtype=np.float64)
     with Client(url, "k") as sw:
         request = sw._call_request("echo", {"value": array})
-        built = _http_request(sw._http, request)
+        built = _http_request(sw._http, request, sw._progress)
     assert isinstance(built.stream, _Upload)
     assert built.headers["Content-Length"] == str(len(packb({"value": array})))
     assert "Transfer-Encoding" not in built.headers

@@ -2,7 +2,7 @@
 
 Usage::
 
-    servicewire [--url URL] [--key KEY] [--codec {msgpack,json}] COMMAND ...
+    servicewire [--url URL] [--key KEY] [--codec {msgpack,json}] [--[no-]progress] COMMAND ...
 
     servicewire call add a=1 b=2          # prints 3
     servicewire call greet name=bob       # values parse as JSON, else as strings
@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--codec", choices=["msgpack", "json"], default="msgpack", help="wire codec"
     )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars for transfers of 8 MiB or more "
+        "(default: on when stderr is a terminal and tqdm is installed)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     call = commands.add_parser("call", help="call a service: call NAME k=v ...")
@@ -117,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "keygen":
         return _keygen(options.path, force=options.force)
     try:
-        client = Client(options.url, options.key, codec=options.codec)
+        client = Client(
+            options.url, options.key, codec=options.codec, progress=_progress(options.progress)
+        )
     except ValueError as exc:
         print(f"servicewire: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -173,6 +182,16 @@ def _keygen(path: str, *, force: bool) -> int:
     # Alone on the last line, so that a script can take it with `tail -n 1`.
     print(signing.public_key_text(key))
     return EXIT_OK
+
+
+def _progress(asked: bool | None) -> bool:
+    if asked is not None:
+        return asked
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return sys.stderr.isatty()
 
 
 def _demo() -> int:

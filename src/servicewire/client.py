@@ -36,6 +36,7 @@ import httpx
 from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
+from servicewire.progress import Meter, Progress
 from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
 
@@ -135,10 +136,17 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
     as it lies.
     """
 
-    def __init__(self, segments: list[Segment]) -> None:
+    def __init__(self, segments: list[Segment], meter: Meter) -> None:
         self.pieces = segments
+        self._meter = meter
 
     def __iter__(self) -> Iterator[bytes]:
+        for piece in self._pieces():
+            yield piece
+            self._meter.update(len(piece))
+        self._meter.close()
+
+    def _pieces(self) -> Iterator[bytes]:
         for segment in self.pieces:
             if isinstance(segment, bytes) and len(segment) <= _UPLOAD_PIECE:
                 yield segment
@@ -152,7 +160,9 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield piece
 
 
-def _http_request(http: httpx.Client | httpx.AsyncClient, request: _Request) -> httpx.Request:
+def _http_request(
+    http: httpx.Client | httpx.AsyncClient, request: _Request, progress: Progress
+) -> httpx.Request:
     """The httpx request for ``request``; a large body goes as an :class:`_Upload`."""
     body = request.body
     size = body_size(body) if body is not None else 0
@@ -164,7 +174,7 @@ def _http_request(http: httpx.Client | httpx.AsyncClient, request: _Request) -> 
     # An explicit length: WSGI servers need it, and httpx then sends no chunked framing.
     headers = {**request.headers, "Content-Length": str(size)}
     built = http.build_request(request.method, request.url, headers=headers)
-    built.stream = _Upload(body)
+    built.stream = _Upload(body, progress.meter(f"{request.what} up", size))
     return built
 
 
@@ -177,9 +187,11 @@ class _BodyBuffer:
     arrays from it needs no further copy and yields writable views.
     """
 
-    __slots__ = ("_data", "_expected", "_filled", "_limit", "_request", "_status")
+    __slots__ = ("_data", "_expected", "_filled", "_limit", "_meter", "_request", "_status")
 
-    def __init__(self, request: _Request, response: httpx.Response, limit: int) -> None:
+    def __init__(
+        self, request: _Request, response: httpx.Response, limit: int, progress: Progress
+    ) -> None:
         self._request = request
         self._status = response.status_code
         self._limit = limit
@@ -188,8 +200,10 @@ class _BodyBuffer:
         if self._expected is not None and self._expected > limit:
             raise self._too_large()
         self._data = receive_buffer(self._expected or 0)
+        self._meter = progress.meter(f"{request.what} down", self._expected)
 
     def feed(self, chunk: bytes) -> None:
+        self._meter.update(len(chunk))
         end = self._filled + len(chunk)
         if end > self._limit:
             raise self._too_large()
@@ -202,6 +216,7 @@ class _BodyBuffer:
         self._filled = end
 
     def result(self) -> bytearray | memoryview:
+        self._meter.close()
         if self._expected is not None and self._filled != self._expected:
             raise self._error(f"ended after {self._filled} of {self._expected} bytes")
         return self._data
@@ -301,6 +316,7 @@ class _BaseClient:
         use_tokens: bool = False,
         pickle_allow: Iterable[str] = (),
         compress: bool = False,
+        progress: bool = False,
     ) -> None:
         url = url or _env("SERVICEWIRE_URL")
         if not url:
@@ -336,6 +352,7 @@ class _BaseClient:
         # Compression pays on slow links and costs on fast ones; only the
         # caller knows which it has, so it is asked for, never assumed.
         self._encodings = compression.available() if compress else ()
+        self._progress = Progress(progress)
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         self._auth = _credential(
             key,
@@ -432,7 +449,7 @@ class _BaseClient:
         return services
 
     def _body_buffer(self, request: _Request, response: httpx.Response) -> _BodyBuffer:
-        return _BodyBuffer(request, response, RESPONSE_LIMITS.max_body_bytes)
+        return _BodyBuffer(request, response, RESPONSE_LIMITS.max_body_bytes, self._progress)
 
     def _network_error(self, request: _Request, exc: httpx.HTTPError) -> errors.TransportError:
         detail = self._redact(str(exc)) or type(exc).__name__
@@ -548,7 +565,9 @@ class Client(_BaseClient):
     copies), ``"json"``, or ``"pickle"`` for a client the site allows it
     (whole Python objects; responses are unpickled only through the
     allow-list of :mod:`servicewire.pickling`, plus the ``"module.name"``
-    globals in ``pickle_allow``). ``compress=True`` asks for zstd or gzip
+    globals in ``pickle_allow``). ``progress=True`` shows a progress bar on
+    stderr for transfers of 8 MiB or more (needs ``servicewire[progress]``).
+    ``compress=True`` asks for zstd or gzip
     responses and compresses uploads, each only when the body is large and
     compressible enough to pay (for slow links; on a fast one it costs more
     than it saves). ``timeout`` bounds connecting and each wait for
@@ -608,7 +627,9 @@ class Client(_BaseClient):
     def _send(self, request: _Request) -> Any:
         started = time.perf_counter()
         try:
-            response = self._http.send(_http_request(self._http, request), stream=True)
+            response = self._http.send(
+                _http_request(self._http, request, self._progress), stream=True
+            )
             try:
                 buffer = self._body_buffer(request, response)
                 for chunk in response.iter_bytes():
@@ -662,7 +683,9 @@ class AsyncClient(_BaseClient):
     async def _send(self, request: _Request) -> Any:
         started = time.perf_counter()
         try:
-            response = await self._http.send(_http_request(self._http, request), stream=True)
+            response = await self._http.send(
+                _http_request(self._http, request, self._progress), stream=True
+            )
             try:
                 buffer = self._body_buffer(request, response)
                 async for chunk in response.aiter_bytes():
