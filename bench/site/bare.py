@@ -1,9 +1,10 @@
 """servicewire without auth and audit: a bench-only view, to show what they cost.
 
 It does what servicewire's own view does for a call, minus everything about
-the caller: the body is read the same way (into one preallocated bytearray,
+the caller: the body is read the same way (into one preallocated buffer,
 1 MiB at a time), decoded with the msgpack codec under the same limits,
-bound by the same registry entry and the result encoded by the same codec.
+bound by the same registry entry and the result encoded by the same codec
+into segments, streamed the same way when it holds large buffers.
 Left out: authentication (the key look-up and its hash), throttling, codec
 negotiation, the request id and the audit entry. The gap between this view and
 the real mount is the cost of those, nothing else.
@@ -12,19 +13,23 @@ the real mount is the cost of those, nothing else.
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from collections.abc import Iterator
+
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from servicewire import codecs
 from servicewire.registry import registry
+from servicewire.segments import Segment, body_size, receive_buffer
 
 _LIMITS = codecs.Limits(max_body_bytes=settings.SERVICEWIRE["MAX_BODY_BYTES"])
 _CHUNK = 1 << 20
+_SEND = 512 * 1024
 
 
-def _read_body(request: HttpRequest) -> bytearray:
+def _read_body(request: HttpRequest) -> bytearray | memoryview:
     length = int(request.META.get("CONTENT_LENGTH") or 0)
-    body = bytearray(length)
+    body = receive_buffer(length)
     view = memoryview(body)
     filled = 0
     while filled < length:
@@ -36,8 +41,15 @@ def _read_body(request: HttpRequest) -> bytearray:
     return body
 
 
+def _pieces(segments: list[Segment]) -> Iterator[bytes]:
+    for segment in segments:
+        view = memoryview(segment)
+        for start in range(0, len(view), _SEND):
+            yield bytes(view[start : start + _SEND])
+
+
 @csrf_exempt
-def call(request: HttpRequest, name: str) -> HttpResponse:
+def call(request: HttpRequest, name: str) -> HttpResponse | StreamingHttpResponse:
     """``POST bench/bare/<name>``: codec, registry, function, codec; nothing else."""
     found = registry.get(name)
     if found is None or request.method != "POST":
@@ -45,4 +57,9 @@ def call(request: HttpRequest, name: str) -> HttpResponse:
     body = _read_body(request)
     arguments = codecs.MSGPACK.decode(body, _LIMITS) if body else {}
     result = found.func(**found.bind(arguments, lax=False))
-    return HttpResponse(codecs.MSGPACK.encode(result), content_type=codecs.MSGPACK.content_type)
+    segments = codecs.MSGPACK.encode_segments(result)
+    if len(segments) == 1:
+        return HttpResponse(bytes(segments[0]), content_type=codecs.MSGPACK.content_type)
+    response = StreamingHttpResponse(_pieces(segments), content_type=codecs.MSGPACK.content_type)
+    response["Content-Length"] = str(body_size(segments))
+    return response
