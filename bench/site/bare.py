@@ -12,9 +12,9 @@ the real mount is the cost of those, nothing else.
 
 from __future__ import annotations
 
-from django.conf import settings
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
