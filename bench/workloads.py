@@ -166,7 +166,7 @@ def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
             spec = {"workload": "W5", "kind": kind, "n": plan.huge // 8, "reps": 1, "budget": 0.0}
             for peer in ALL_PEERS:
                 if peer is ServicewireBare or (peer.small and not peer.bulk):
-                        # At 1 GB the per-call cost of auth and audit, or of the
+                    # At 1 GB the per-call cost of auth and audit, or of the
                     # kind of credential, is lost in the noise: skipped to keep
                     # the run under 10 minutes.
                     continue
