@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+
+# The browser_context fixture, for the tests of pages.
+pytest_plugins = ["tests.browser"]
 
 PG_ADDR = (os.environ.get("SERVICEWIRE_TEST_PG_HOST", "127.0.0.1"), 5432)
 REDIS_ADDR = ("127.0.0.1", 6379)
@@ -58,6 +62,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if on_postgres or item.get_closest_marker("production"):
             item.add_marker(skip)
+
+
+def authenticate(request: Any) -> Any:
+    """The caller a request proves to be, or None where its credential proves
+    nothing or it has none (``auth.authenticate`` raises Unauthorized then)."""
+    from servicewire import auth
+    from servicewire.errors import Unauthorized
+
+    try:
+        return auth.authenticate(request)
+    except Unauthorized:
+        return None
 
 
 @pytest.fixture

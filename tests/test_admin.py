@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from servicewire import auth
-from servicewire.auth import Caller, issue_key
-from servicewire.errors import Unauthorized
+from servicewire.auth import issue_key
 from servicewire.models import ApiKey, ClientApp
-
-
-def authenticate(request: Any) -> Caller | None:
-    """The caller, or None where the credential proves nothing (or is absent)."""
-    try:
-        return auth.authenticate(request)
-    except Unauthorized:
-        return None
-
+from tests.conftest import authenticate
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -12,19 +11,9 @@ from django.http import HttpRequest
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from servicewire import auth
-from servicewire.auth import Caller, issue_key, parse_duration
-from servicewire.errors import Unauthorized
+from servicewire.auth import issue_key, parse_duration
 from servicewire.models import ApiKey, ClientApp
-
-
-def authenticate(request: Any) -> Caller | None:
-    """The caller, or None where the credential proves nothing (or is absent)."""
-    try:
-        return auth.authenticate(request)
-    except Unauthorized:
-        return None
-
+from tests.conftest import authenticate
 
 pytestmark = pytest.mark.django_db
 

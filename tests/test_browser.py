@@ -8,63 +8,22 @@ Skipped with the reason shown where Chromium or Playwright is missing
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from servicewire import Client
-from tests.conftest import services_required
+from tests.browser import needs_browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_missing = (
-    "Chromium is not installed (apt-get install chromium)"
-    if CHROMIUM is None
-    else "Playwright is not installed (pip install playwright)"
-    if importlib.util.find_spec("playwright") is None
-    else None
-)
-if _missing and services_required():
-    raise RuntimeError(f"CI requires the browser tests, but {_missing}")
-
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(_missing is not None, reason=_missing or ""),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), needs_browser]
 
 PASSWORD = "a-long-test-password-1"
 
 
 @pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls
-    # the test makes between page steps are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            yield page
-        finally:
-            browser.close()
+def browser_page(browser_context: Any) -> Any:
+    return browser_context.new_page()
 
 
 def test_admin_issues_a_key_shown_once_that_works(

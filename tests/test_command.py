@@ -9,7 +9,6 @@ import sys
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -17,19 +16,8 @@ from django.core.management.base import CommandError
 from django.test import RequestFactory
 from django.utils import timezone
 
-from servicewire import auth
-from servicewire.auth import Caller
-from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
-
-
-def authenticate(request: Any) -> Caller | None:
-    """The caller, or None where the credential proves nothing (or is absent)."""
-    try:
-        return auth.authenticate(request)
-    except Unauthorized:
-        return None
-
+from tests.conftest import authenticate
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,7 @@ a session next to a bad key, a user with no client. The audit rows say
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,21 +21,9 @@ from django.test import override_settings
 
 from servicewire.models import AuditEntry, ClientApp
 from servicewire.tokens import TOKEN_PREFIX
-from tests.conftest import services_required
+from tests.browser import needs_browser
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_NO_BROWSER = (
-    "Chromium is not installed (apt-get install chromium)"
-    if CHROMIUM is None
-    else "Playwright is not installed (pip install playwright)"
-    if importlib.util.find_spec("playwright") is None
-    else None
-)
-if _NO_BROWSER and services_required():
-    raise RuntimeError(f"CI requires the browser tests, but {_NO_BROWSER}")
-needs_browser = pytest.mark.skipif(_NO_BROWSER is not None, reason=_NO_BROWSER or "")
 
 
 @pytest.fixture
@@ -65,35 +50,6 @@ def _assert_no_cookie_in_audit(cookies: dict[str, str]) -> None:
         for value in (row.request_id, row.user_agent, row.key_id, row.error_type, row.service):
             for secret in cookies.values():
                 assert secret not in value
-
-
-@pytest.fixture
-def browser_context(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls
-    # the test makes between page steps are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(20_000)
-            yield context
-        finally:
-            browser.close()
 
 
 @needs_browser

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,15 +248,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No client named {name!r}. Add it with: manage.py servicewire client add {name}"
             )
-        expires = None
-        if expires_in is not None:
-            try:
-                lifetime = parse_duration(expires_in)
-            except ValueError as exc:
-                raise CommandError(f"--expires-in: {exc}") from None
-            if not lifetime:
-                raise CommandError("--expires-in: a key must live longer than 0 seconds.")
-            expires = timezone.now() + lifetime
+        lifetime = _key_lifetime(expires_in)
+        expires = timezone.now() + lifetime if lifetime is not None else None
         until = f"expires {_when(expires)}" if expires else "never expires"
         if public_key is not None:
             self._register_public_key(client, public_key, expires, until)
@@ -347,14 +340,7 @@ class Command(BaseCommand):
             grace = parse_duration(grace_text)
         except ValueError as exc:
             raise CommandError(f"--grace: {exc}") from None
-        lifetime = None
-        if expires_in is not None:
-            try:
-                lifetime = parse_duration(expires_in)
-            except ValueError as exc:
-                raise CommandError(f"--expires-in: {exc}") from None
-            if not lifetime:
-                raise CommandError("--expires-in: a key must live longer than 0 seconds.")
+        lifetime = _key_lifetime(expires_in)
         with transaction.atomic():
             # Locked, so that two rotations at once cannot both issue a successor.
             key = (
@@ -447,6 +433,19 @@ def _base_options() -> CommandParser:
     for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
         options.add_argument(flag, action="store_true")
     return options
+
+
+def _key_lifetime(expires_in: str | None) -> timedelta | None:
+    """``--expires-in`` read as a lifetime; None when the key never expires."""
+    if expires_in is None:
+        return None
+    try:
+        lifetime = parse_duration(expires_in)
+    except ValueError as exc:
+        raise CommandError(f"--expires-in: {exc}") from None
+    if not lifetime:
+        raise CommandError("--expires-in: a key must live longer than 0 seconds.")
+    return lifetime
 
 
 def _when(moment: datetime | None, *, none: str = "-") -> str:
