@@ -163,11 +163,11 @@ def _check_caller(
         # faster than the failure rate allows.
         throttle.check_address(address)
         caller = authenticate(request)
-    except (Unauthorized, ServiceError) as error:
+    except ServiceError as error:
         caller, refusal = None, error
+    if isinstance(refusal, Unauthorized):
+        throttle.note_failure(address)
     if caller is None and config.HIDE_FROM_UNAUTHENTICATED:
-        if isinstance(refusal, Unauthorized):
-            throttle.note_failure(address)
         exchange.record.error_type = refusal.type if refusal else "Unauthorized"
         raise Http404
     # Known from here on, so that a refusal below still names who was refused.
@@ -179,8 +179,6 @@ def _check_caller(
             f"use {method} here, not {request.method}", details={"allowed": [method]}
         )
     if refusal is not None:
-        if isinstance(refusal, Unauthorized):
-            throttle.note_failure(address)
         raise refusal
     if caller is None:
         raise Unauthorized("a credential is required (Authorization: Bearer <key>)")
