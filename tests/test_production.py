@@ -370,3 +370,69 @@ def test_a_client_that_hangs_up_on_gunicorn_still_leaves_an_entry(site: Site) ->
         ("echo", 200, len(body))
     ] * 2
     _assert_no_secret(site, key)
+
+
+def _raw_call(site: Site, key: str, body: bytes, declared: int | None = None) -> bytes:
+    """The head of a JSON ``echo`` call as bytes, declaring ``declared`` bytes of body."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(site.url)
+    length = len(body) if declared is None else declared
+    return (
+        f"POST {parts.path}echo HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode() + body
+
+
+def _connect(site: Site) -> socket.socket:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(site.url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """Read ``count`` HTTP/1.1 responses with Content-Length from ``sock``."""
+    stream = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(stream.readline().split()[1])
+        length = 0
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        answers.append((status, stream.read(length)))
+    return answers
+
+
+def test_large_uploads_arrive_whole_and_the_connection_goes_on(site: Site, key: str) -> None:
+    # Bodies of several sizes on one kept-alive connection: gunicorn's socket is
+    # read straight into the destination, then gunicorn reads the next request.
+    rng = np.random.default_rng(11)
+    arrays = [rng.normal(size=n) for n in (3_000_000, 1, 400_000, 9)]
+    with Client(site.url, key) as sw:
+        for array in arrays:
+            np.testing.assert_array_equal(sw.echo(value=array), array)
+            assert sw.add(a=1, b=2) == 3
+
+
+def test_a_request_pipelined_behind_a_body_is_served(site: Site, key: str) -> None:
+    first = _raw_call(site, key, b'{"value": "' + b"a" * 300_000 + b'"}')
+    second = _raw_call(site, key, b'{"value": "second"}')
+    with _connect(site) as sock:
+        sock.sendall(first + second)
+        answers = _read_responses(sock, 2)
+    assert answers[0] == (200, b'"' + b"a" * 300_000 + b'"')
+    assert answers[1] == (200, b'"second"')
+
+
+def test_a_body_shorter_than_its_length_gets_400_without_hanging(site: Site, key: str) -> None:
+    body = b'{"value": "' + b"b" * 100_000 + b'"}'
+    with _connect(site) as sock:
+        sock.sendall(_raw_call(site, key, body, declared=len(body) + 5_000))
+        sock.shutdown(socket.SHUT_WR)
+        [(status, answer)] = _read_responses(sock, 1)
+    assert status == 400
+    assert b"Content-Length" in answer

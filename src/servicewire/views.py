@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import audit, codecs, compression, throttle, tokens
+from servicewire import audit, codecs, compression, receiving, throttle, tokens
 from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
@@ -50,12 +50,11 @@ from servicewire.errors import (
 from servicewire.openapi import openapi_document
 from servicewire.pickling import pickle_codec
 from servicewire.registry import Service, registry
-from servicewire.segments import Segment, body_size, receive_buffer
+from servicewire.segments import Segment, body_size
 
 logger = logging.getLogger("servicewire")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_READ_CHUNK = 1 << 20
 _SEND_CHUNK = 512 * 1024
 
 
@@ -230,26 +229,16 @@ def _declared_length(request: HttpRequest) -> int:
 
 
 def _read_body(request: HttpRequest, length: int, limit: int) -> bytearray | memoryview:
-    """Read the body into one buffer, refusing it unread when it is too big.
+    """Read the body into one writable buffer, refusing it unread when it is too big.
 
-    A writable buffer (:func:`~servicewire.segments.receive_buffer`), so that
-    arrays decoded from it are writable views of it.
+    Arrays decoded from it are writable views of it (:mod:`servicewire.receiving`).
     """
     if length > limit:
         raise PayloadTooLarge(
             f"the body is {length} bytes; this site accepts at most {limit}",
             details={"limit": limit},
         )
-    body = receive_buffer(length)
-    view = memoryview(body)
-    filled = 0
-    while filled < length:
-        chunk = request.read(min(_READ_CHUNK, length - filled))
-        if not chunk:
-            raise BadRequest("the body ended before Content-Length bytes arrived")
-        view[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    return body
+    return receiving.read_body(request, length)
 
 
 def _decoded(
