@@ -124,10 +124,11 @@ def test_compressible_arrays_travel_compressed_only_when_asked(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_random_floats_go_uncompressed_even_when_asked(mount: str, key: str) -> None:
+def test_random_bits_go_uncompressed_even_when_asked(mount: str, key: str) -> None:
     from servicewire import Client
 
-    noise = np.random.default_rng(3).random(500_000)
+    # (Uniform floats in [0, 1) do compress once shuffled: their exponents repeat.)
+    noise = np.random.default_rng(3).integers(0, 2**63, 500_000)
     with Client(mount, key, compress=True) as sw:
         np.testing.assert_array_equal(sw.echo(value=noise), noise)
     assert _last_entry().bytes_out > noise.nbytes
@@ -193,3 +194,111 @@ def test_bad_encoded_bodies_are_refused(
     assert response.json()["error"]["type"] == error
     entry = _last_entry()
     assert (entry.status, entry.error_type) == (status, error)
+
+
+def _smooth_field(n: int = 500_000) -> np.ndarray:  # type: ignore[type-arg]
+    """A smooth float64 field, like an elevation model or a simulated quantity."""
+    return np.cumsum(np.random.default_rng(5).normal(0, 1e-3, n))
+
+
+def test_shuffling_pays_on_smooth_fields_and_not_on_few_distinct_values() -> None:
+    from servicewire.segments import shuffle_pays
+
+    def raw(array: np.ndarray) -> memoryview:  # type: ignore[type-arg]
+        return memoryview(array.reshape(-1).view(np.uint8))
+
+    field = _smooth_field()
+    readings = np.round(np.sin(np.linspace(0, 400, 500_000)), 3)
+    image = (np.add.outer(np.arange(700), np.arange(700)) % 4096).astype(np.uint16)
+    assert shuffle_pays(raw(field), 8)
+    assert shuffle_pays(raw(image), 2)
+    assert not shuffle_pays(raw(readings), 8)
+    assert not shuffle_pays(raw(np.zeros(500_000, np.uint8)), 1)  # nothing to shuffle
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        _smooth_field(),
+        np.asfortranarray(_smooth_field().reshape(500, 1000)).astype(np.float32),
+        (np.arange(400_000) % 4096).astype(np.uint16).reshape(20, -1),
+        (_smooth_field(300_000) * 1e6).astype(np.int32),
+    ],
+    ids=["f8", "f4-fortran", "u2-2d", "i4"],
+)
+def test_shuffled_arrays_decode_to_the_same_array(array: np.ndarray) -> None:  # type: ignore[type-arg]
+    from servicewire.segments import pack_segments
+    from servicewire.values import EXT_SHUFFLED_NDARRAY, unpackb
+
+    segments = pack_segments({"x": array, "n": 1}, shuffle=True)
+    body = b"".join(bytes(segment) for segment in segments)
+    assert bytes([EXT_SHUFFLED_NDARRAY]) in body[:64]  # written as type 14
+    back = unpackb(body)["x"]
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+    assert back.flags.writeable
+    # Without being asked, the same value is the plain encoding.
+    from servicewire.values import packb
+
+    assert b"".join(bytes(s) for s in pack_segments({"x": array, "n": 1})) == packb(
+        {"x": array, "n": 1}
+    )
+
+
+def test_a_malformed_shuffled_array_is_a_bad_request() -> None:
+    import msgpack
+
+    from servicewire.values import EXT_SHUFFLED_NDARRAY, unpackb
+
+    for payload in (["<f8", [3], "C", b"\0" * 23], ["<f8", [4], "C", b"\0" * 24]):
+        body = msgpack.packb(
+            msgpack.ExtType(EXT_SHUFFLED_NDARRAY, msgpack.packb(payload, use_bin_type=True))
+        )
+        with pytest.raises(BadRequest, match=r"needs (24|32) bytes"):
+            unpackb(body)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_smooth_fields_travel_shuffled_and_smaller_when_compressing(mount: str, key: str) -> None:
+    from servicewire import Client
+
+    field = _smooth_field(1_000_000)
+    with Client(mount, key, compress=True) as sw:
+        back = sw.echo(value=field)
+        shuffled_in, shuffled_out = _last_entry().bytes_in, _last_entry().bytes_out
+    np.testing.assert_array_equal(back, field)
+    # The same body compressed as it is, without shuffling.
+    from servicewire.segments import pack_segments
+
+    plain = b"".join(compression.compress(pack_segments({"value": field}), "zstd"))
+    assert shuffled_in < 0.85 * len(plain)
+    assert shuffled_out < 0.85 * len(plain)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_that_does_not_ask_gets_plain_arrays(mount: str, key: str) -> None:
+    import httpx
+
+    from servicewire.values import packb, unpackb
+
+    field = _smooth_field()
+    body = packb({"value": field})
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/msgpack",
+        "Accept": "application/msgpack",
+        "Accept-Encoding": "zstd",
+    }
+    plain = httpx.post(mount + "echo", content=body, headers=headers, timeout=30)
+    asked = httpx.post(
+        mount + "echo",
+        content=body,
+        headers=headers | {compression.SHUFFLE_HEADER: "1"},
+        timeout=30,
+    )
+    # httpx undoes the content encoding; what is left is the msgpack body.
+    assert plain.content == packb(field)  # exactly the plain encoding (type 12)
+    assert asked.headers["Content-Encoding"] == "zstd"
+    assert asked.content != packb(field)
+    assert int(asked.headers["Content-Length"]) < 0.85 * len(body)
+    np.testing.assert_array_equal(unpackb(asked.content), field)

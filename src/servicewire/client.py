@@ -413,10 +413,16 @@ class _BaseClient:
         }
         # The protocol reads an empty body as "no arguments"; sending one
         # keeps argument-less calls valid in every codec.
-        body: list[Segment] = self._codec.encode_segments(arguments) if arguments else [b""]
-        if self._encodings and compression.worth_compressing(body, body_size(body)):
-            body = list(compression.compress(body, self._encodings[0]))
-            headers["Content-Encoding"] = self._encodings[0]
+        # When compressing, arrays that compress better byte-shuffled go so.
+        compressing = bool(self._encodings)
+        body: list[Segment] = (
+            self._codec.encode_segments(arguments, compressing) if arguments else [b""]
+        )
+        if compressing:
+            headers[compression.SHUFFLE_HEADER] = "1"
+            if compression.worth_compressing(body, body_size(body)):
+                body = list(compression.compress(body, self._encodings[0]))
+                headers["Content-Encoding"] = self._encodings[0]
         return _Request(
             method="POST",
             url=self._url + name,

@@ -89,12 +89,14 @@ class Codec:
         """Encode ``value`` as a body; ``TypeError`` for a value this codec cannot carry."""
         raise NotImplementedError
 
-    def encode_segments(self, value: Any) -> list[Segment]:
+    def encode_segments(self, value: Any, shuffle: bool = False) -> list[Segment]:
         """Encode ``value`` as a body in segments, to be sent one after the other.
 
         Large buffers may be views of memory inside ``value`` rather than
         copies (see :mod:`servicewire.segments`); a codec without such
-        buffers gives one segment, its :meth:`encode`.
+        buffers gives one segment, its :meth:`encode`. ``shuffle`` (for a body
+        to be compressed, to a reader that asked for it) lets the msgpack
+        codec byte-shuffle arrays where that pays; other codecs ignore it.
         """
         return [self.encode(value)]
 
@@ -183,9 +185,9 @@ class MsgpackCodec(Codec):
         """Encode ``value`` as msgpack (see :mod:`servicewire.values`)."""
         return packb(value)
 
-    def encode_segments(self, value: Any) -> list[Segment]:
+    def encode_segments(self, value: Any, shuffle: bool = False) -> list[Segment]:
         """Encode ``value`` as msgpack, arrays and large bytes as views, not copies."""
-        return pack_segments(value)
+        return pack_segments(value, shuffle)
 
     def _load(self, data: Body) -> Any:
         return unpackb(data)

@@ -66,6 +66,7 @@ class _Exchange:
     record: AuditRecord
     codec: Codec = codecs.JSON
     encoding: str | None = None  # the response's content encoding, if it pays
+    shuffle: bool = False  # the caller reads byte-shuffled arrays (extension type 14)
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -105,7 +106,8 @@ def _value_response(value: Any, exchange: _Exchange) -> HttpResponseBase:
     it), so the server never holds a joined copy of it; any other body is
     one plain response, which costs less.
     """
-    segments = exchange.codec.encode_segments(value)
+    # Shuffled arrays only go compressed: shuffling alone saves no byte.
+    segments = exchange.codec.encode_segments(value, exchange.shuffle and bool(exchange.encoding))
     size = body_size(segments)
     if exchange.encoding and compression.worth_compressing(segments, size):
         packed = _response(b"".join(compression.compress(segments, exchange.encoding)), exchange)
@@ -304,6 +306,7 @@ def _call(request: HttpRequest, svc: Service | str, exchange: _Exchange) -> Http
         caller.check_body(body)  # the digest covers the body as sent, encoded or not
     body = _decoded(request, body, config.MAX_BODY_BYTES)
     exchange.encoding = compression.choose(request.headers.get("Accept-Encoding"))
+    exchange.shuffle = request.headers.get(compression.SHUFFLE_HEADER) == "1"
     arguments = request_codec.decode(body, config.limits) if body else {}
     if not isinstance(arguments, dict):
         raise BadRequest("the body must be a map of argument names to values")
