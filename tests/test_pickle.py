@@ -582,6 +582,17 @@ def test_arrays_reach_the_service_as_aligned_writable_views(sw: Client) -> None:
     assert flags == {"owndata": False, "writeable": True, "aligned": True}
 
 
+def test_a_pickled_array_goes_out_from_its_own_memory() -> None:
+    from servicewire.pickling import PICKLE
+
+    array = np.arange(2_000_000, dtype=np.float64)
+    segments = PICKLE.encode_segments({"samples": array})
+    # The elements are sent from the array itself, not from a framed copy.
+    assert any(np.shares_memory(np.frombuffer(part, np.uint8), array) for part in segments)
+    assert PICKLE.encode({"samples": array}) == b"".join(segments)
+    np.testing.assert_array_equal(PICKLE.decode(bytearray(b"".join(segments)))["samples"], array)
+
+
 def test_a_pickle_from_plain_pickle_dumps_is_accepted(
     url: str, pickle_key: str, site_allows: None
 ) -> None:

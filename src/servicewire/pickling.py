@@ -86,6 +86,7 @@ from servicewire.pickle_numpy import (
     is_numpy,
     numpy_module,
 )
+from servicewire.segments import Segment
 
 __all__ = [
     "CONTENT_TYPE",
@@ -559,18 +560,21 @@ def _aligned(offset: int) -> int:
     return -(-offset // _ALIGN) * _ALIGN
 
 
-def _frame(stream: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
+def _frame(stream: bytes, buffers: list[pickle.PickleBuffer]) -> list[Segment]:
+    """The frame as segments: the header and stream, then padding and a view of each buffer."""
     raws = [buffer.raw() for buffer in buffers]
     header = _HEADER.pack(MAGIC, len(raws), len(stream)) + struct.pack(
         f"<{len(raws)}Q", *(raw.nbytes for raw in raws)
     )
-    parts: list[Any] = [header, stream]
+    parts: list[Segment] = [header + stream]
     end = len(header) + len(stream)
     for raw in raws:
         padding = _aligned(end) - end
-        parts.extend((b"\0" * padding, raw))
+        if padding:
+            parts.append(b"\0" * padding)
+        parts.append(raw)
         end += padding + raw.nbytes
-    return b"".join(parts)
+    return parts
 
 
 class PickleCodec(Codec):
@@ -590,6 +594,10 @@ class PickleCodec(Codec):
 
     def encode(self, value: Any) -> bytes:
         """Pickle ``value`` (protocol 5), framing any out-of-band buffers."""
+        return b"".join(self.encode_segments(value))
+
+    def encode_segments(self, value: Any, shuffle: bool = False) -> list[Segment]:
+        """As :meth:`encode`, each out-of-band buffer a view of the value's memory."""
         buffers: list[pickle.PickleBuffer] = []
         try:
             stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
@@ -598,7 +606,7 @@ class PickleCodec(Codec):
                 stream = pickle.dumps(value, protocol=5)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(f"cannot encode as pickle: {exc}") from None
-        return _frame(stream, buffers) if buffers else stream
+        return _frame(stream, buffers) if buffers else [stream]
 
     def _load(self, data: Body) -> Any:
         stream, buffers = _split(data)
