@@ -31,12 +31,14 @@ from importlib import metadata
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import h11
 import httpx
 
 from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
 from servicewire.progress import Meter, Progress
+from servicewire.rawbody import direct_reader
 from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
 
@@ -78,6 +80,8 @@ _SNIPPET_CHARS = 200
 
 # Request bodies above this size are streamed in pieces of this size.
 _UPLOAD_PIECE = 512 * 1024
+# Responses at least this large are received straight from the socket when possible.
+_DIRECT_MIN = 1 << 20
 
 
 def _credential(
@@ -214,6 +218,16 @@ class _BodyBuffer:
         else:
             self._data[self._filled : end] = chunk
         self._filled = end
+
+    def receive_directly(self, response: httpx.Response) -> bool:
+        """Fill the buffer straight from the socket (:mod:`servicewire.rawbody`), if it can."""
+        if self._expected is None or self._expected < _DIRECT_MIN:
+            return False
+        fill = direct_reader(response, self._expected)
+        if fill is None:
+            return False
+        self._filled = fill(memoryview(self._data).cast("B"), self._meter.update)
+        return True
 
     def result(self) -> bytearray | memoryview:
         self._meter.close()
@@ -353,6 +367,12 @@ class _BaseClient:
         # caller knows which it has, so it is asked for, never assumed.
         self._encodings = compression.available() if compress else ()
         self._progress = Progress(progress)
+        # The headers every call sends, but its request id.
+        self._call_headers = {
+            "Content-Type": self._codec.content_type,
+            "Accept": self._codec.content_type,
+            "Accept-Encoding": ", ".join(self._encodings) or "identity",
+        }
         default_headers = {"User-Agent": _user_agent(), **(headers or {})}
         self._auth = _credential(
             key,
@@ -403,14 +423,8 @@ class _BaseClient:
     def _call_request(self, name: str, arguments: dict[str, Any]) -> _Request:
         if not _NAME.fullmatch(name):
             raise ValueError(f"invalid service name {name!r}")
-        content_type = self._codec.content_type
         request_id = uuid.uuid4().hex
-        headers = {
-            "Content-Type": content_type,
-            "Accept": content_type,
-            "Accept-Encoding": ", ".join(self._encodings) or "identity",
-            "X-Request-ID": request_id,
-        }
+        headers = {**self._call_headers, "X-Request-ID": request_id}
         # The protocol reads an empty body as "no arguments"; sending one
         # keeps argument-less calls valid in every codec.
         # When compressing, arrays that compress better byte-shuffled go so.
@@ -457,7 +471,7 @@ class _BaseClient:
     def _body_buffer(self, request: _Request, response: httpx.Response) -> _BodyBuffer:
         return _BodyBuffer(request, response, RESPONSE_LIMITS.max_body_bytes, self._progress)
 
-    def _network_error(self, request: _Request, exc: httpx.HTTPError) -> errors.TransportError:
+    def _network_error(self, request: _Request, exc: Exception) -> errors.TransportError:
         detail = self._redact(str(exc)) or type(exc).__name__
         return _tagged(
             errors.TransportError(
@@ -478,15 +492,16 @@ class _BaseClient:
         """Return the value a response carries, or raise the error it reports."""
         status = response.status_code
         request_id = response.headers.get("x-request-id") or request.request_id
-        logger.debug(
-            "%s %s -> %d, %d bytes in %.1f ms, request id %s",
-            request.method,
-            request.what,
-            status,
-            len(body),
-            (time.perf_counter() - started) * 1000,
-            request_id,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d, %d bytes in %.1f ms, request id %s",
+                request.method,
+                request.what,
+                status,
+                len(body),
+                (time.perf_counter() - started) * 1000,
+                request_id,
+            )
         content_type = response.headers.get("content-type")
         codec = codecs.codec_for_content_type(content_type) if content_type else request.codec
         if codec is not None and codec.name == "pickle":
@@ -638,11 +653,12 @@ class Client(_BaseClient):
             )
             try:
                 buffer = self._body_buffer(request, response)
-                for chunk in response.iter_bytes():
-                    buffer.feed(chunk)
+                if not buffer.receive_directly(response):
+                    for chunk in response.iter_bytes():
+                        buffer.feed(chunk)
             finally:
                 response.close()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError, h11.ProtocolError) as exc:
             raise self._network_error(request, exc) from exc
         return self._interpret(request, response, buffer.result(), started)
 
