@@ -8,6 +8,7 @@ connection per client; servicewire's own ``Client`` is httpx inside too).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 import socket
@@ -17,7 +18,7 @@ from typing import Any, ClassVar
 import httpx
 import numpy as np
 
-from servicewire import Client
+from servicewire import AsyncClient, Client
 
 _TIMEOUT = 300.0
 
@@ -106,6 +107,34 @@ class ServicewireBare(Servicewire):
 
     def connect(self, urls: dict[str, Any]) -> Client:
         return Client(urls["site"] + self.path, timeout=_TIMEOUT)
+
+
+class ServicewireAsgi(Peer):
+    """servicewire as deployed, under uvicorn: ``async def`` services, AsyncClient.
+
+    Each instance runs its own event loop (W2's 16 clients are 16 threads, as
+    for every peer), and awaits one call at a time on it.
+    """
+
+    name, label = "servicewire-asgi", "servicewire ASGI (key+audit, AsyncClient)"
+
+    def __init__(self, urls: dict[str, Any]) -> None:
+        super().__init__(urls)
+        self.loop = asyncio.new_event_loop()
+        self.client = AsyncClient(urls["asgi"] + "/services/", key=urls["key"], timeout=_TIMEOUT)
+
+    def add(self, a: int, b: int) -> int:
+        return self.loop.run_until_complete(self.client.call("async_add", a=a, b=b))  # type: ignore[no-any-return]
+
+    def download(self, n: int) -> np.ndarray:
+        return self.loop.run_until_complete(self.client.call("async_download", n=n))  # type: ignore[no-any-return]
+
+    def upload(self, data: np.ndarray) -> int:
+        return self.loop.run_until_complete(self.client.call("async_upload", data=data))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
 
 
 class _Http(Peer):
@@ -296,6 +325,7 @@ class Memcpy(Peer):
 
 HTTP_PEERS: tuple[type[Peer], ...] = (
     Servicewire,
+    ServicewireAsgi,
     ServicewireToken,
     ServicewireSigned,
     ServicewireBare,

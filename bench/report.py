@@ -78,6 +78,43 @@ def _transfer_table(title: str, rows: list[Row]) -> Table:
     return title, header, body
 
 
+def _asgi_table(rows: list[Row]) -> Table | None:
+    """servicewire under uvicorn (async services, AsyncClient) next to gunicorn, per figure."""
+    body = []
+    for workload in ("W1", "W2", "W3", "W4"):
+        chosen = [row for row in rows if row["workload"] == workload]
+        for n in sorted({row.get("n", 0) for row in chosen}):
+            group = [row for row in chosen if row.get("n", 0) == n]
+            sync, asgi = _find(group, "servicewire"), _find(group, "servicewire-asgi")
+            if sync is None or asgi is None:
+                continue
+            if "calls_per_s" in sync:
+                what, unit, key = f"{workload} calls/s", "", "calls_per_s"
+                p99 = f"p99 {sync['p99_ms']:.2f} / {asgi['p99_ms']:.2f} ms"
+            else:
+                kind = "download" if workload == "W3" else "upload"
+                what, unit, key = f"{workload} {kind} {n * 8 / MB:,.0f} MB", " MB/s", "mb_per_s"
+                payload = n * 8
+                p99 = (
+                    f"server peak {_times_payload(sync.get('server_peak'), payload)}"
+                    f" / {_times_payload(asgi.get('server_peak'), payload)}"
+                )
+            body.append([
+                what,
+                f"{sync[key]:,.0f}{unit}",
+                f"{asgi[key]:,.0f}{unit}",
+                _ratio(asgi[key], sync[key]),
+                p99,
+            ])  # fmt: skip
+    if not body:
+        return None
+    title = (
+        "servicewire under ASGI (uvicorn, async services, AsyncClient) "
+        "vs WSGI (gunicorn, sync services, Client), both key+audit"
+    )
+    return title, ["figure", "WSGI", "ASGI", "ASGI / WSGI", "WSGI / ASGI detail"], body
+
+
 def tables(rows: list[Row]) -> list[Table]:
     """The run's tables in reading order."""
     found: list[Table] = []
@@ -100,6 +137,9 @@ def tables(rows: list[Row]) -> list[Table]:
                 if workload == "W5":
                     title += f" ({names[workload]} class)"
                 found.append(_transfer_table(title, group))
+    asgi = _asgi_table(rows)
+    if asgi is not None:
+        found.append(asgi)
     return found
 
 

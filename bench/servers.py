@@ -102,16 +102,19 @@ def _postgres_admin(sql: str) -> None:
 
 @dataclass
 class Servers:
-    """The Django site under gunicorn, the Flight server and the socket server."""
+    """The Django site under gunicorn and under uvicorn, the Flight server and
+    the socket server."""
 
     database: str = "sqlite"
     site_url: str = ""
+    asgi_url: str = ""
     flight_port: int = 0
     socket_port: int = 0
     key: str = ""
     signing_key_id: str = ""
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _site: subprocess.Popen[bytes] | None = None
+    _asgi: subprocess.Popen[bytes] | None = None
     _flight: subprocess.Popen[bytes] | None = None
     _socket: subprocess.Popen[bytes] | None = None
     _tmp: str = ""
@@ -134,6 +137,11 @@ class Servers:
         """The pids of the gunicorn workers serving the site now."""
         assert self._site is not None
         return children(self._site.pid)
+
+    def asgi_workers(self) -> list[int]:
+        """The pids of the uvicorn workers serving the site now."""
+        assert self._asgi is not None
+        return children(self._asgi.pid)
 
     def flight_pid(self) -> int:
         assert self._flight is not None
@@ -169,6 +177,7 @@ class Servers:
             raise RuntimeError(f"preparing the bench database failed:\n{done.stderr}")
         *_, self.signing_key_id, self.key = done.stdout.strip().splitlines()
         self._start_site(env)
+        self._start_asgi(env)
         self._flight = self._start_printing_port("bench.flight_server")
         self._socket = self._start_printing_port("bench.socket_server")
 
@@ -193,6 +202,23 @@ class Servers:
         while len(self.site_workers()) < WORKERS and time.monotonic() < deadline:
             time.sleep(0.1)
         self.site_url = f"http://127.0.0.1:{port}"
+
+    def _start_asgi(self, env: dict[str, str]) -> None:
+        """The same site under uvicorn, as many workers as gunicorn has."""
+        port = _free_port()
+        # uvicorn's own supervisor, with TCP_NODELAY restored (see bench.asgi_server).
+        command = [
+            sys.executable, "-m", "bench.asgi_server", "bench.site.asgi:application",
+            "--port", str(port),
+            "--workers", str(WORKERS),
+        ]  # fmt: skip
+        self._asgi = subprocess.Popen(command, env=env, cwd=ROOT)
+        self._processes.append(self._asgi)
+        _wait_for_port(port, self._asgi, timeout=60)
+        deadline = time.monotonic() + 30
+        while len(self.asgi_workers()) < WORKERS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.asgi_url = f"http://127.0.0.1:{port}"
 
     def _start_printing_port(self, module: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(

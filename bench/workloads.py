@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.memory import PeakWatch
-from bench.peers import ALL_PEERS, HTTP_PEERS, Flight, Memcpy, Peer, RawSocket, ServicewireBare
+from bench.peers import (
+    ALL_PEERS,
+    HTTP_PEERS,
+    Flight,
+    Memcpy,
+    Peer,
+    RawSocket,
+    ServicewireAsgi,
+    ServicewireBare,
+)
 from bench.servers import ROOT, Servers, bench_env
 
 MB = 1_000_000
@@ -63,6 +72,8 @@ def _server_watches(peer: type[Peer], servers: Servers) -> list[PeakWatch]:
         return [PeakWatch(servers.socket_pid())]
     if peer is Memcpy:
         return []
+    if peer is ServicewireAsgi:
+        return [PeakWatch(pid) for pid in servers.asgi_workers()]
     # The request may land on either worker; the one that served it shows the peak.
     return [PeakWatch(pid) for pid in servers.site_workers()]
 
@@ -76,6 +87,7 @@ def measure(
         "peer": peer.name,
         "urls": {
             "site": servers.site_url,
+            "asgi": servers.asgi_url,
             "flight": servers.flight_port,
             "socket": servers.socket_port,
         },
@@ -165,10 +177,10 @@ def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
         for kind in ("download", "upload"):
             spec = {"workload": "W5", "kind": kind, "n": plan.huge // 8, "reps": 1, "budget": 0.0}
             for peer in ALL_PEERS:
-                if peer is ServicewireBare or (peer.small and not peer.bulk):
-                    # At 1 GB the per-call cost of auth and audit, or of the
-                    # kind of credential, is lost in the noise: skipped to keep
-                    # the run under 10 minutes.
+                if peer in (ServicewireBare, ServicewireAsgi) or (peer.small and not peer.bulk):
+                    # At 1 GB the per-call cost of auth and audit, of the
+                    # kind of credential or of the server's interface, is lost
+                    # in the noise: skipped to keep the run under 10 minutes.
                     continue
                 if peer.huge:
                     rows.append(_safely(servers, peer, spec, 600))

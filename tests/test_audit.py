@@ -339,6 +339,28 @@ def test_an_entry_costs_one_insert_and_no_other_query(client: Any, auth: dict[st
     assert len(queries) == 2, [q["sql"] for q in queries]
 
 
+def test_a_sites_receivers_of_the_entrys_signals_still_get_every_entry(
+    client: Any, auth: dict[str, str]
+) -> None:
+    from django.db.models.signals import post_save
+
+    seen: list[tuple[str, int, bool]] = []
+
+    def forward(sender: Any, instance: AuditEntry, created: bool, **kwargs: Any) -> None:
+        seen.append((instance.service, instance.status, created))
+
+    post_save.connect(forward, sender=AuditEntry)
+    try:
+        client.post(
+            "/services/add", {"a": 1, "b": 2}, content_type="application/json", headers=auth
+        )
+        client.post("/services/nope", b"{}", content_type="application/json", headers=auth)
+    finally:
+        post_save.disconnect(forward, sender=AuditEntry)
+    assert seen == [("add", 200, True), ("nope", 404, True)]
+    assert AuditEntry.objects.count() == 2
+
+
 def test_a_failed_write_is_logged_and_the_response_goes_out(
     live_server: Any, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:

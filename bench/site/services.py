@@ -24,3 +24,25 @@ def download(n: int) -> np.ndarray:
 def upload(data: np.ndarray) -> int:
     """The size in bytes of the array received."""
     return int(data.nbytes)
+
+
+# The same three operations as ``async def``, for the site served by uvicorn:
+# servicewire awaits them on the event loop.
+
+
+@service
+async def async_add(a: int, b: int) -> int:
+    """``add`` as a coroutine."""
+    return a + b
+
+
+@service
+async def async_download(n: int) -> np.ndarray:
+    """``download`` as a coroutine."""
+    return make_array(n)
+
+
+@service
+async def async_upload(data: np.ndarray) -> int:
+    """``upload`` as a coroutine."""
+    return int(data.nbytes)

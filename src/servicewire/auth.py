@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.http import HttpRequest
@@ -29,6 +29,9 @@ from servicewire import keycache
 from servicewire.conf import get_settings
 from servicewire.errors import Unauthorized
 from servicewire.models import ApiKey, ClientApp
+
+if TYPE_CHECKING:
+    from servicewire.throttle import AddressLimit
 
 _ALPHABET = string.ascii_letters + string.digits
 KEY_ID_LENGTH = 12
@@ -155,31 +158,46 @@ def bearer_key(request: HttpRequest) -> str | None:
     return value.strip()
 
 
-def authenticate(request: HttpRequest) -> Caller | None:
+def authenticate(request: HttpRequest, limit: AddressLimit | None = None) -> Caller | None:
     """The caller a request proves to be; None when it presents no credential.
 
     Raises Unauthorized, with a reason fit to send back, when it presents a
     credential that proves nothing. A missing, unknown, wrong, revoked or
     expired key, or a disabled client, all get the same reason.
+
+    ``limit`` (the address's failed logins) is checked before any credential
+    is; for a key it is read in the same cache round trip as the key's state.
     """
     from servicewire import sessions, signatures, tokens
 
     if signatures.is_signed(request):
+        _check(limit)
         return signatures.authenticate_signature(request)
     plain = bearer_key(request)
     if plain is None:
+        _check(limit)
         return sessions.authenticate_session(request)
     if tokens.looks_like_token(plain):
+        _check(limit)
         return tokens.authenticate_token(plain)
-    return authenticate_key(plain)
+    return authenticate_key(plain, limit)
 
 
-def authenticate_key(plain: str) -> Caller:
-    """The caller behind a plain bearer key; raises Unauthorized otherwise."""
+def _check(limit: AddressLimit | None) -> None:
+    if limit is not None:
+        limit.check()
+
+
+def authenticate_key(plain: str, limit: AddressLimit | None = None) -> Caller:
+    """The caller behind a plain bearer key; raises Unauthorized otherwise.
+
+    ``limit`` is checked first, as in :func:`authenticate`.
+    """
     match = _KEY_RE.match(plain)
     if match is None:
+        _check(limit)
         raise Unauthorized(INVALID_CREDENTIAL)
-    key = usable_key(match["key_id"])
+    key = usable_key(match["key_id"], limit)
     stored = key.secret_hash if key is not None and key.secret_hash else _DUMMY_HASH
     if not _secret_matches(match["secret"], stored) or key is None:
         raise Unauthorized(INVALID_CREDENTIAL)
@@ -187,13 +205,17 @@ def authenticate_key(plain: str) -> Caller:
     return Caller(client=key.client, key_id=key.key_id, credential="key")
 
 
-def usable_key(key_id: str) -> ApiKey | None:
+def usable_key(key_id: str, limit: AddressLimit | None = None) -> ApiKey | None:
     """The key with this id if it may authenticate right now, else None.
 
     From the shared cache when it holds the key's current state (every change
     of a key or its client invalidates it there), else from the database.
+    ``limit`` is checked (RateLimited) before anything else is decided; its
+    counter comes with the key's state, in the same round trip.
     """
-    lookup = keycache.load(key_id)
+    lookup = keycache.load(key_id, limit.names if limit is not None else ())
+    if limit is not None:
+        limit.check(lookup.also)
     if lookup.state is not None:
         key: ApiKey | None = _key_from_state(lookup.state)
     else:

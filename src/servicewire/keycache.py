@@ -21,13 +21,14 @@ serving a key that another worker revoked, so such caches are never used.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache, caches
 from django.db import transaction
 
+from servicewire import sharedcache
 from servicewire.conf import get_settings
 
 _ENTRY = "servicewire:key:"
@@ -52,23 +53,27 @@ def enabled() -> bool:
 class Lookup:
     """What the cache knows of a key: its state (None: read the database), the
     generation to store a fresh read under, and whether its use was noted
-    recently (then ``last_used`` needs no write)."""
+    recently (then ``last_used`` needs no write). ``also`` holds the other
+    entries asked for in the same round trip (None when the cache was not
+    asked at all)."""
 
     state: dict[str, Any] | None = None
     generation: str | None = None
     used_recently: bool = False
+    also: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
-def load(key_id: str) -> Lookup:
-    """Everything the cache knows of a key, in one round trip."""
+def load(key_id: str, also: tuple[str, ...] = ()) -> Lookup:
+    """Everything the cache knows of a key, with the entries named in
+    ``also`` (a rate counter, say), in one round trip."""
     if not enabled():
         return Lookup()
-    names = [_ENTRY + key_id, _GENERATION + key_id, _USED + key_id]
-    found = cache.get_many(names)
+    names = [_ENTRY + key_id, _GENERATION + key_id, _USED + key_id, *also]
+    found = sharedcache.get_many(names)
     state, generation = found.get(names[0]), found.get(names[1])
     if state is None or generation is None or state["generation"] != generation:
         state = None
-    return Lookup(state, generation, names[2] in found)
+    return Lookup(state, generation, names[2] in found, found)
 
 
 def current_generation(key_id: str, seen: str | None) -> str | None:

@@ -2,9 +2,10 @@
 
 Counting uses fixed windows: the clock is cut into windows of the rate's
 period (a minute for ``600/m``), aligned on the Unix epoch, and each window has
-its own counter in the cache. A counter is created with ``cache.add`` (with a
-timeout a little past its window's end) and advanced with ``cache.incr``, both
-atomic on Redis and Memcached, so every worker sharing the cache counts into
+its own counter in the cache. A counter is created with a timeout a little
+past its window's end and advanced atomically
+(:func:`servicewire.sharedcache.count`: one transaction on Redis, ``cache.add``
+and ``cache.incr`` elsewhere), so every worker sharing the cache counts into
 the same number. Fixed windows are simple and cheap (one counter per client);
 their price is that a client may spend its allowance at the end of one window
 and again at the start of the next, so up to twice the rate can pass in a
@@ -19,15 +20,20 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
-from servicewire.auth import Caller
+from servicewire import sharedcache
 from servicewire.conf import get_settings
 from servicewire.errors import RateLimited
+
+if TYPE_CHECKING:
+    from servicewire.auth import Caller
 
 _RATE_RE = re.compile(r"\s*(\d{1,9})\s*/\s*([smhd])\s*")
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -94,31 +100,68 @@ def _window(rate: Rate, now: float) -> tuple[int, float]:
     return number, (number + 1) * rate.period - now
 
 
+def _counter(name: str, rate: Rate, now: float) -> tuple[str, float]:
+    """The cache key of ``name``'s counter in the current window, and the
+    seconds left in the window."""
+    number, left = _window(rate, now)
+    return f"servicewire:rate:{name}:{rate.period}:{number}", left
+
+
 def _count_one(name: str, rate: Rate, now: float) -> tuple[int, float]:
     """Add one to ``name``'s counter in the current window; the new count and
     the seconds left in the window."""
-    number, left = _window(rate, now)
-    key = f"servicewire:rate:{name}:{rate.period}:{number}"
-    timeout = int(left) + 1 + _EXPIRY_MARGIN
-    # The common case is one atomic increment of an existing counter. A
-    # missing counter raises ValueError: create it (add is atomic, so of two
-    # workers racing here exactly one creates it) and increment again; the
-    # second ValueError can only mean it expired in between, so start over
-    # once more. Three attempts, never an unbounded loop.
-    for _ in range(3):
-        try:
-            return cache.incr(key), left
-        except ValueError:
-            if cache.add(key, 1, timeout):
-                return 1, left
-    # The counter vanished between add and incr three times over: a cache
-    # evicting under pressure. Count the call as the first of its window.
-    return 1, left
+    key, left = _counter(name, rate, now)
+    return sharedcache.count(key, int(left) + 1 + _EXPIRY_MARGIN), left
 
 
 def _address_name(remote_addr: str) -> str:
     # Cache keys must be short and plain (Memcached): hash what came off the wire.
     return "addr:" + hashlib.blake2b(remote_addr.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class AddressLimit:
+    """The failed-login limit of one address in the current window.
+
+    :attr:`names` are the cache entries :meth:`check` reads, so that a caller
+    who reads the cache anyway (the key look-up) can fetch them in the same
+    round trip and hand them over.
+    """
+
+    rate: Rate | None
+    counter: str = ""
+    left: float = 0.0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The cache entries the check reads."""
+        return (self.counter,) if self.rate is not None else ()
+
+    def check(self, found: Mapping[str, Any] | None = None) -> None:
+        """Refuse (RateLimited) when the address has too many recent failures.
+
+        ``found`` holds :attr:`names` as just read from the cache (an absent
+        name: no failures); without it the cache is asked here.
+        """
+        rate = self.rate
+        if rate is None:
+            return
+        failures = found.get(self.counter) if found is not None else cache.get(self.counter)
+        if isinstance(failures, int) and failures >= rate.count:
+            raise RateLimited(
+                f"too many failed authentications from this address (at most "
+                f"{rate.count} per {rate.unit}); retry in {max(1, round(self.left))} s",
+                retry_after=self.left,
+            )
+
+
+def address_limit(remote_addr: str) -> AddressLimit:
+    """The failed-login limit that applies to ``remote_addr`` now."""
+    rate = _configured(get_settings().AUTH_FAILURE_RATE, "SERVICEWIRE['AUTH_FAILURE_RATE']")
+    if rate is None:
+        return AddressLimit(None)
+    counter, left = _counter(_address_name(remote_addr), rate, time.time())
+    return AddressLimit(rate, counter, left)
 
 
 def check_address(remote_addr: str) -> None:
@@ -128,18 +171,7 @@ def check_address(remote_addr: str) -> None:
     faster than ``AUTH_FAILURE_RATE`` allows, and a right key from an address
     over the limit is refused too until its window ends.
     """
-    rate = _configured(get_settings().AUTH_FAILURE_RATE, "SERVICEWIRE['AUTH_FAILURE_RATE']")
-    if rate is None:
-        return
-    now = time.time()
-    number, left = _window(rate, now)
-    failures = cache.get(f"servicewire:rate:{_address_name(remote_addr)}:{rate.period}:{number}")
-    if isinstance(failures, int) and failures >= rate.count:
-        raise RateLimited(
-            f"too many failed authentications from this address (at most "
-            f"{rate.count} per {rate.unit}); retry in {max(1, round(left))} s",
-            retry_after=left,
-        )
+    address_limit(remote_addr).check()
 
 
 def note_failure(remote_addr: str) -> None:

@@ -14,7 +14,7 @@ import logging
 import re
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import audit, codecs, compression, receiving, throttle, tokens
+from servicewire import asgi, audit, codecs, compression, receiving, throttle, tokens
 from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
@@ -116,9 +116,10 @@ def _value_response(value: Any, exchange: _Exchange) -> HttpResponseBase:
         return packed
     if len(segments) == 1:
         return _response(bytes(segments[0]), exchange)
-    response = StreamingHttpResponse(
-        _send_chunks(segments), content_type=exchange.codec.content_type
-    )
+    # Served by servicewire.asgi: an asynchronous iterator, which Django's
+    # ASGI handler streams as it comes instead of collecting it whole first.
+    content = _send_async(segments) if asgi.serving.get() else _send_chunks(segments)
+    response = StreamingHttpResponse(content, content_type=exchange.codec.content_type)
     response["Content-Length"] = str(size)
     response["X-Request-ID"] = exchange.request_id
     return response
@@ -160,10 +161,10 @@ def _check_caller(
     address = exchange.record.remote_addr
     refusal: ServiceError | None = None
     try:
-        # Before any credential is checked, so that keys cannot be guessed
-        # faster than the failure rate allows.
-        throttle.check_address(address)
-        caller = authenticate(request)
+        # Checked before any credential is, so that keys cannot be guessed
+        # faster than the failure rate allows (for a key, read in the same
+        # cache round trip as the key's state).
+        caller = authenticate(request, throttle.address_limit(address))
     except ServiceError as error:
         caller, refusal = None, error
     if isinstance(refusal, Unauthorized):
@@ -468,3 +469,17 @@ def openapi(request: HttpRequest) -> HttpResponseBase:
 def token(request: HttpRequest) -> HttpResponseBase:
     """``POST <mount>/_auth/token``: trade a credential for a short-lived token."""
     return _audited(request, "_auth/token", _token)
+
+
+async def _send_async(segments: list[Segment]) -> AsyncIterator[Segment]:
+    """The segments in pieces of at most ``_SEND_CHUNK`` bytes, for an ASGI server.
+
+    Django's response makes ``bytes`` of each view (one copy, as under WSGI);
+    each piece is one message to the server.
+    """
+    for segment in segments:
+        if isinstance(segment, bytes):
+            yield segment
+            continue
+        for start in range(0, len(segment), _SEND_CHUNK):
+            yield segment[start : start + _SEND_CHUNK]

@@ -1,0 +1,350 @@
+"""Serve a site under ASGI (uvicorn, daphne, hypercorn) with servicewire at full speed.
+
+:func:`get_asgi_application` is a drop-in for Django's own::
+
+    # mysite/asgi.py
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+    from servicewire.asgi import get_asgi_application
+
+    application = get_asgi_application()
+
+Every request is served exactly as Django's ``ASGIHandler`` serves it, with
+three differences, each for what Django's handler makes slow:
+
+- **Large call bodies go straight into the buffer they are decoded from.**
+  Django's handler writes every request body into a ``SpooledTemporaryFile``
+  (on disk above ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before the view starts, and
+  the view then reads it back: a disk round trip and two more copies of an
+  array. Here a call of a servicewire service with a ``Content-Length`` of
+  :data:`DIRECT_BODY_MIN` bytes or more is received from the ASGI messages
+  into one :func:`~servicewire.segments.receive_buffer` (one copy) and left on
+  the request as ``request.servicewire_body``, where
+  :mod:`servicewire.receiving` takes it. A body above the site's
+  ``MAX_BODY_BYTES`` is not buffered at all: the view refuses it with 413
+  from its ``Content-Length`` and what arrives is discarded as it comes.
+  Requests to every other view are spooled exactly as by Django.
+- **Large responses stream from the encoded segments**: servicewire's views
+  answer with an asynchronous iterator (no ``sync_to_async(list)`` of the
+  whole body, no warning), and response messages are up to
+  :attr:`ASGIHandler.chunk_size` bytes, so a 512 KiB piece is not sliced
+  (and copied) again.
+- **Threads are reused.** Django runs each request's synchronous code (sync
+  views and middleware, database access) on a thread of its own, made for
+  that request and dropped after it; with ``CONN_MAX_AGE`` every request then
+  also opens a new database connection, and since cache objects are kept per
+  context, a Redis cache opens a new connection per request too. Here each
+  request still has a thread to itself for its whole duration, taken from a
+  pool of idle ones, with that thread's database and cache connections, as
+  a threaded WSGI server does. (Needs asgiref 3.13 or later; older versions
+  get Django's behaviour.)
+- **servicewire's own views run in one hop.** They are synchronous: their
+  middleware chain and the view run in one call to the request's thread, as
+  under WSGI, instead of one hop there and back per middleware method.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import io
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Final, cast
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
+from django.core.cache import BaseCache, caches
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.core.handlers.asgi import ASGIRequest, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver
+
+from servicewire.conf import get_settings
+from servicewire.segments import receive_buffer
+
+__all__ = ["DIRECT_BODY_MIN", "ASGIHandler", "get_asgi_application"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+#: Call bodies of at least this many bytes are received straight into their buffer.
+DIRECT_BODY_MIN: Final = 64 * 1024
+
+#: Idle request threads kept for the next requests; more are made when needed.
+IDLE_THREADS: Final = 32
+
+# Set while this handler serves a request: servicewire's views then stream
+# large responses with an asynchronous iterator (servicewire.views).
+serving: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "servicewire_asgi_serving", default=False
+)
+
+_OWN_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+
+
+def get_asgi_application() -> ASGIHandler:
+    """Set up Django and return the handler: the twin of
+    :func:`django.core.asgi.get_asgi_application`."""
+    import django
+
+    django.setup(set_prefix=False)
+    return ASGIHandler()
+
+
+class ASGIHandler(DjangoASGIHandler):
+    """Django's ASGI handler, with servicewire's large bodies and pooled threads."""
+
+    # One message per piece of servicewire's streamed bodies (512 KiB), so
+    # Django does not slice each into copies; also FileResponse's block size.
+    chunk_size = 512 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+        # Each request thread's own cache objects (and so their connections).
+        self._caches: dict[ThreadPoolExecutor, dict[str, BaseCache]] = {}
+        # The same middleware as a synchronous chain, as a WSGI handler has it.
+        self._sync = BaseHandler()
+        self._sync.load_middleware(is_async=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _OWN_EXECUTOR:
+            await super().__call__(scope, receive, send)
+            return
+        # Only the event loop's thread touches the pool: no lock needed.
+        executor = self._idle.pop() if self._idle else _new_thread()
+        try:
+            self._use_thread_caches(executor)
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < IDLE_THREADS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+                self._caches.pop(executor, None)
+
+    def _use_thread_caches(self, executor: ThreadPoolExecutor) -> None:
+        # Django keeps cache objects per context under ASGI, so each request
+        # would make its own, and a Redis cache a new connection per request.
+        # Here they belong to the request's thread, as under a threaded WSGI
+        # server: reused by the requests that thread serves, one at a time.
+        own = self._caches.setdefault(executor, {})
+        for alias in caches:
+            if alias not in own:
+                own[alias] = caches.create_connection(alias)
+            caches[alias] = own[alias]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = serving.set(True)
+        try:
+            plan = _body_plan(scope)
+            await super().handle(scope, plan.bind(receive) if plan else receive, send)
+        finally:
+            serving.reset(token)
+
+    async def run_get_response(self, request: HttpRequest) -> HttpResponseBase:
+        if _view_kind(_urlconf(), request.path_info) is None:
+            return await super().run_get_response(request)
+        # servicewire's views are synchronous: the whole middleware chain and
+        # the view run in one hop to the request's thread, as under WSGI,
+        # instead of one hop there and back per middleware method.
+        response = await sync_to_async(self._sync.get_response)(request)
+        response._handler_class = self.__class__  # type: ignore[attr-defined]
+        return response
+
+    async def read_body(self, receive: Receive) -> IO[bytes]:
+        if not isinstance(receive, _PlannedReceive):
+            return await super().read_body(receive)
+        if receive.refuse:
+            # Refused by the view from its Content-Length; nothing is buffered.
+            return io.BytesIO()
+        # A raw binary file: typeshed's IO[bytes] names more than Django uses.
+        return cast(IO[bytes], await _receive_into_buffer(receive, receive.length))
+
+    def create_request(
+        self, scope: Mapping[str, Any], body_file: IO[bytes]
+    ) -> tuple[ASGIRequest, None] | tuple[None, HttpResponseBase]:
+        created = super().create_request(scope, body_file)
+        request = created[0]
+        if request is not None and isinstance(body_file, _BufferFile) and body_file.complete:
+            request.servicewire_body = body_file.buffer  # type: ignore[attr-defined]
+            body_file.request = weakref.ref(request)
+        return created
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        # Django's own raises RequestAborted at the disconnect, which every
+        # ASGI server reports once the response is sent, so after every
+        # request. Django's handle() ignores it as it ignores a return, but
+        # re-raised there its traceback holds handle()'s frame, whose locals
+        # hold the task, the exception, the request and its body: a reference
+        # cycle, so each request's body stayed in memory until the garbage
+        # collector's next run (several 80 MB uploads at once, measured).
+        # Returning ends this task just the same without the cycle.
+        if isinstance(receive, _PlannedReceive) and receive.refuse:
+            # The body was left unread: discard it as it arrives, so that the
+            # client can finish sending and read its 413.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        message = await receive()
+        if message["type"] != "http.disconnect":
+            raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
+
+
+def _new_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="servicewire-asgi")
+
+
+class _BodyPlan:
+    """How a large call body is taken: into its buffer, or refused unread."""
+
+    __slots__ = ("length", "refuse")
+
+    def __init__(self, length: int, refuse: bool) -> None:
+        self.length = length
+        self.refuse = refuse
+
+    def bind(self, receive: Receive) -> _PlannedReceive:
+        return _PlannedReceive(receive, self.length, self.refuse)
+
+
+class _PlannedReceive:
+    """The server's ``receive``, carrying what to do with the body to the handler's hooks."""
+
+    __slots__ = ("_receive", "length", "refuse")
+
+    def __init__(self, receive: Receive, length: int, refuse: bool) -> None:
+        self._receive = receive
+        self.length = length
+        self.refuse = refuse
+
+    def __call__(self) -> Awaitable[Mapping[str, Any]]:
+        return self._receive()
+
+
+def _content_length(scope: Mapping[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _body_plan(scope: Mapping[str, Any]) -> _BodyPlan | None:
+    """A plan for a large body sent to a servicewire call, else None (Django's way)."""
+    length = _content_length(scope)
+    if length is None or length < DIRECT_BODY_MIN or scope.get("method") != "POST":
+        return None
+    if _view_kind(_urlconf(), _path_info(scope)) != "call":
+        return None
+    return _BodyPlan(length, refuse=length > get_settings().MAX_BODY_BYTES)
+
+
+def _path_info(scope: Mapping[str, Any]) -> str:
+    script_name = get_script_prefix(scope)
+    path = str(scope["path"])
+    return path.removeprefix(script_name) if script_name else path
+
+
+def _urlconf() -> str | None:
+    return getattr(settings, "ROOT_URLCONF", None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _view_kind(urlconf: str | None, path_info: str) -> str | None:
+    """``"call"`` for a servicewire call, ``"other"`` for servicewire's other
+    views, None for every other view of the site."""
+    from servicewire import views
+    from servicewire.registry import Service
+
+    try:
+        func = get_resolver(urlconf).resolve(path_info).func
+    except Resolver404:
+        return None
+    if func is views.call or isinstance(func, Service):
+        return "call"
+    if func in (views.discovery, views.openapi, views.token):
+        return "other"
+    return None
+
+
+class _BufferFile(io.RawIOBase):
+    """A read-only file over the received body, for code that reads the stream."""
+
+    def __init__(self, buffer: bytearray | memoryview, filled: int, complete: bool) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.complete = complete
+        self.request: weakref.ref[HttpRequest] | None = None
+        self._view = memoryview(buffer).cast("B")[:filled]
+        self._position = 0
+
+    def close(self) -> None:
+        # Django's handler closes the body file once the response is sent.
+        # The body goes then, with the request's reference to it, even if the
+        # request itself lives on in a reference cycle until the garbage
+        # collector's next run (contrib.messages' middleware makes one, and
+        # Django's handler another): else each such request would keep its
+        # whole body, several large uploads at once.
+        request = self.request() if self.request is not None else None
+        if request is not None:
+            request.__dict__.pop("servicewire_body", None)
+        self.buffer = self._view = memoryview(b"")
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        chunk = self._view[self._position : self._position + len(memoryview(target).cast("B"))]
+        memoryview(target).cast("B")[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+async def _receive_into_buffer(receive: Receive, length: int) -> _BufferFile:
+    """The body's bytes, copied once out of the ASGI messages into one buffer."""
+    buffer = receive_buffer(length)
+    view = memoryview(buffer).cast("B")
+    filled = 0
+    overflow = False
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted
+        chunk = message.get("body", b"")
+        if chunk:
+            end = filled + len(chunk)
+            if end > length:
+                # More than the Content-Length announced (an ASGI server frames
+                # bodies by it, so never in practice): the view gets what fits
+                # and no ready body, and so reads and judges the stream itself.
+                overflow = True
+                end = length
+            view[filled:end] = chunk[: end - filled]
+            filled = end
+        if not message.get("more_body", False):
+            break
+    return _BufferFile(buffer, filled, complete=filled == length and not overflow)

@@ -1,0 +1,372 @@
+"""servicewire under ASGI: the test site served by uvicorn through ``servicewire.asgi``.
+
+A module fixture writes a settings module and an ASGI entry point into a
+temporary folder, migrates a fresh SQLite database there, makes a key with the
+management command and serves the site with uvicorn on 127.0.0.1. Every call
+crosses a real socket, with both clients. Two behaviours no ASGI server can
+show over a socket (a body that ends before its ``Content-Length``) are
+checked by calling the handler directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import http.client
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from servicewire import AsyncClient, Client, codecs
+from servicewire.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_BODY = 8 * 2**20
+MSGPACK = "application/msgpack"
+
+SETTINGS = """
+from tests.settings import *  # noqa: F403
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": @DATABASE@,
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+    }
+}
+SERVICEWIRE = {**SERVICEWIRE, "MAX_BODY_BYTES": @MAX_BODY@}  # noqa: F405
+"""
+
+ENTRY = """
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asgi_site_settings")
+
+from servicewire.asgi import get_asgi_application
+
+application = get_asgi_application()
+"""
+
+
+@dataclass
+class Site:
+    url: str
+    database: Path
+    key: str
+
+    def audit(self, request_id: str) -> list[tuple[str, int, str, int]]:
+        """The audit entries of one request: (service, status, error type, bytes in)."""
+        with sqlite3.connect(self.database, timeout=20) as db:
+            return db.execute(
+                "SELECT service, status, error_type, bytes_in FROM servicewire_auditentry"
+                " WHERE request_id = ?",
+                (request_id,),
+            ).fetchall()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"uvicorn did not listen on port {port} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("asgi-site")
+    database = folder / "site.sqlite3"
+    settings = SETTINGS.replace("@DATABASE@", repr(str(database)))
+    (folder / "asgi_site_settings.py").write_text(settings.replace("@MAX_BODY@", str(MAX_BODY)))
+    (folder / "asgi_site.py").write_text(ENTRY)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "asgi_site_settings",
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+    }
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "django", *args],
+            env=env,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "--verbosity", "0")
+    manage("servicewire", "client", "add", "asgi-desktop", "--scope", "science")
+    key = manage("servicewire", "key", "create", "asgi-desktop").strip().splitlines()[-1]
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", "asgi_site:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=folder,
+    )
+    try:
+        _wait_for_port(port, process, timeout=60)
+        yield Site(f"http://127.0.0.1:{port}/services/", database, key)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_sync_and_async_services_with_both_clients(site: Site) -> None:
+    with Client(site.url, site.key, timeout=60) as sw:
+        assert sw.add(a=2, b=3) == 5
+        assert sw.slow_add(a=4, b=5) == 9
+
+    async def both() -> tuple[Any, Any]:
+        async with AsyncClient(site.url, site.key, timeout=60) as sw:
+            return await sw.add(a=20, b=1), await sw.slow_add(a=40, b=2)
+
+    assert asyncio.run(both()) == (21, 42)
+
+
+def test_refusals_keep_their_statuses(site: Site) -> None:
+    with Client(site.url, timeout=60, key="sw_bogus_key") as sw, pytest.raises(Unauthorized):
+        sw.add(a=1, b=1)
+    with Client(site.url, site.key, timeout=60) as sw, pytest.raises(NotFound):
+        sw.call("no.such.service")
+
+
+def test_large_arrays_round_trip_exactly(site: Site) -> None:
+    # 24 MB: far above Django's FILE_UPLOAD_MAX_MEMORY_SIZE, under the site's limit.
+    samples = np.random.default_rng(3).normal(size=(1000, 375)).astype(np.float64) * 1e300
+    with Client(site.url, site.key, timeout=120) as sw:
+        doubled = sw.science.double(samples=samples[:, :370])
+    np.testing.assert_array_equal(doubled, samples[:, :370] * 2)
+    assert doubled.dtype == np.float64 and doubled.flags.writeable
+
+    fortran = np.asfortranarray(np.arange(2_000_000, dtype=np.int32).reshape(1000, 2000))
+
+    async def round_trip() -> Any:
+        async with AsyncClient(site.url, site.key, timeout=120) as sw:
+            return await sw.call("echo", value={"a": fortran, "tail": b"x" * 100_000})
+
+    echoed = asyncio.run(round_trip())
+    np.testing.assert_array_equal(echoed["a"], fortran)
+    assert echoed["a"].dtype == np.int32 and echoed["tail"] == b"x" * 100_000
+
+
+def test_a_body_over_the_limit_is_refused_with_413(site: Site) -> None:
+    too_big = np.zeros(MAX_BODY // 8 + 1024)
+    with Client(site.url, site.key, timeout=120) as sw:
+        with pytest.raises(PayloadTooLarge):
+            sw.echo(value=too_big)
+        # The refused body was discarded, not mistaken for the next request.
+        assert sw.add(a=1, b=2) == 3
+
+
+def test_a_huge_declared_body_is_refused_before_it_is_sent(site: Site) -> None:
+    """The 413 comes while the client has sent nothing but headers: the server
+    neither waits for ten gigabytes nor stores them."""
+    host, port = httpx.URL(site.url).host, httpx.URL(site.url).port
+    request_id = f"huge-{uuid.uuid4().hex}"
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.putrequest("POST", "/services/echo")
+        for name, value in {
+            "Authorization": f"Bearer {site.key}",
+            "Content-Type": MSGPACK,
+            "Content-Length": str(10 * 2**30),
+            "X-Request-ID": request_id,
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert response.getheader("X-Request-ID") == request_id
+        error = codecs.MSGPACK.decode(response.read(), codecs.DEFAULT_LIMITS)["error"]
+        assert error["type"] == "PayloadTooLarge"
+    finally:
+        connection.close()
+    assert site.audit(request_id) == [("echo", 413, "PayloadTooLarge", 0)]
+
+
+def test_a_truncated_large_body_is_400(site: Site) -> None:
+    whole = codecs.MSGPACK.encode({"value": np.arange(100_000, dtype=np.float64)})
+    request_id = f"cut-{uuid.uuid4().hex}"
+    response = httpx.post(
+        site.url + "echo",
+        content=whole[: len(whole) - 1000],
+        headers={
+            "Authorization": f"Bearer {site.key}",
+            "Content-Type": MSGPACK,
+            "X-Request-ID": request_id,
+        },
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.headers["X-Request-ID"] == request_id
+    assert site.audit(request_id) == [("echo", 400, "BadRequest", len(whole) - 1000)]
+
+
+def test_every_call_leaves_one_audit_entry(site: Site) -> None:
+    body = codecs.MSGPACK.encode({"samples": np.ones(50_000)})
+    request_id = f"audit-{uuid.uuid4().hex}"
+    response = httpx.post(
+        site.url + "science.double",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {site.key}",
+            "Content-Type": MSGPACK,
+            "X-Request-ID": request_id,
+        },
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+    doubled = codecs.MSGPACK.decode(response.content, codecs.DEFAULT_LIMITS)
+    np.testing.assert_array_equal(doubled, np.full(50_000, 2.0))
+    assert site.audit(request_id) == [("science.double", 200, "", len(body))]
+
+
+# Straight into the handler: what an ASGI server may do, but uvicorn cannot be
+# made to do over a socket (it reports a short body as a disconnect).
+
+
+async def _serve(scope_headers: dict[str, str], messages: list[dict[str, Any]]) -> list[Any]:
+    from servicewire.asgi import get_asgi_application
+
+    application = get_asgi_application()
+    sent: list[Any] = []
+    done = asyncio.Event()
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        # Bounded by the wait_for around the whole request below.
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/services/echo",
+        "raw_path": b"/services/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in scope_headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await asyncio.wait_for(application(scope, receive, send), 60)
+    return sent
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [1000, 200_000], ids=["small", "large"])
+def test_a_body_shorter_than_its_content_length_is_400(key: str, size: int) -> None:
+    whole = codecs.MSGPACK.encode({"value": b"v" * size})
+    headers = {
+        "Host": "127.0.0.1",
+        "Authorization": f"Bearer {key}",
+        "Content-Type": MSGPACK,
+        "Content-Length": str(len(whole) + 10),
+    }
+    half = len(whole) // 2
+    sent = asyncio.run(
+        _serve(
+            headers,
+            [
+                {"type": "http.request", "body": whole[:half], "more_body": True},
+                {"type": "http.request", "body": whole[half:], "more_body": False},
+            ],
+        )
+    )
+    assert sent[0]["status"] == 400
+    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    error = codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS)["error"]
+    assert error["type"] == BadRequest.__name__
+    assert "Content-Length" in error["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_response_comes_whole_in_few_messages(key: str) -> None:
+    value = np.arange(1_000_000, dtype=np.float64)
+    whole = codecs.MSGPACK.encode({"value": value})
+    headers = {
+        "Host": "127.0.0.1",
+        "Authorization": f"Bearer {key}",
+        "Content-Type": MSGPACK,
+        "Content-Length": str(len(whole)),
+    }
+    sent = asyncio.run(_serve(headers, [{"type": "http.request", "body": whole}]))
+    assert sent[0]["status"] == 200
+    bodies = [bytes(m.get("body", b"")) for m in sent[1:]]
+    answer = codecs.MSGPACK.decode(b"".join(bodies), codecs.DEFAULT_LIMITS)
+    np.testing.assert_array_equal(answer, value)
+    # 8 MB in pieces of 512 KiB, not Django's 64 KiB ones.
+    assert len(bodies) <= 8_000_000 // (512 * 1024) + 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_body_is_freed_when_its_call_ends(key: str) -> None:
+    # A server holds the body of each call in progress, not of every call
+    # served since the garbage collector last ran (which can be several
+    # large uploads): nothing of the request outlives it in a reference cycle.
+    whole = codecs.MSGPACK.encode({"value": b"v" * 4_000_000})
+    headers = {
+        "Host": "127.0.0.1",
+        "Authorization": f"Bearer {key}",
+        "Content-Type": MSGPACK,
+        "Content-Length": str(len(whole)),
+    }
+    call = [{"type": "http.request", "body": whole}]
+    assert asyncio.run(_serve(headers, call))[0]["status"] == 200  # imports what it needs
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        sent = asyncio.run(_serve(headers, call))
+        assert sent[0]["status"] == 200
+        del sent
+        left, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert left < len(whole) // 4
