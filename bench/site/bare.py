@@ -1,10 +1,11 @@
 """servicewire without auth and audit: a bench-only view, to show what they cost.
 
 It does what servicewire's own view does for a call, minus everything about
-the caller: the body is read the same way (into one preallocated buffer,
-1 MiB at a time), decoded with the msgpack codec under the same limits,
-bound by the same registry entry and the result encoded by the same codec
-into segments, streamed the same way when it holds large buffers.
+the caller: the body is read the same way (:mod:`servicewire.receiving`,
+straight from gunicorn's socket into one preallocated buffer), decoded
+with the msgpack codec under the same limits, bound by the same registry
+entry and the result encoded by the same codec into segments, streamed the
+same way when it holds large buffers.
 Left out: authentication (the key look-up and its hash), throttling, codec
 negotiation, the request id and the audit entry. The gap between this view and
 the real mount is the cost of those, nothing else.
@@ -18,27 +19,16 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import codecs
+from servicewire import codecs, receiving
 from servicewire.registry import registry
-from servicewire.segments import Segment, body_size, receive_buffer
+from servicewire.segments import Segment, body_size
 
 _LIMITS = codecs.Limits(max_body_bytes=settings.SERVICEWIRE["MAX_BODY_BYTES"])
-_CHUNK = 1 << 20
 _SEND = 512 * 1024
 
 
 def _read_body(request: HttpRequest) -> bytearray | memoryview:
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    body = receive_buffer(length)
-    view = memoryview(body)
-    filled = 0
-    while filled < length:
-        chunk = request.read(min(_CHUNK, length - filled))
-        if not chunk:
-            break
-        view[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    return body
+    return receiving.read_body(request, int(request.META.get("CONTENT_LENGTH") or 0))
 
 
 def _pieces(segments: list[Segment]) -> Iterator[bytes]:
