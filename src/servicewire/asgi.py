@@ -12,7 +12,7 @@
     application = get_asgi_application()
 
 Every request is served exactly as Django's ``ASGIHandler`` serves it, with
-three differences, each for what Django's handler makes slow:
+four differences, each for what Django's handler makes slow:
 
 - **Large call bodies go straight into the buffer they are decoded from.**
   Django's handler writes every request body into a ``SpooledTemporaryFile``
@@ -25,7 +25,11 @@ three differences, each for what Django's handler makes slow:
   :mod:`servicewire.receiving` takes it. A body above the site's
   ``MAX_BODY_BYTES`` is not buffered at all: the view refuses it with 413
   from its ``Content-Length`` and what arrives is discarded as it comes.
-  Requests to every other view are spooled exactly as by Django.
+  Requests to every other view are spooled exactly as by Django. The
+  buffer is dropped when Django closes the body file after the response,
+  and nothing of the request is left in a reference cycle by the handler, so
+  that the body does not wait for the garbage collector (see
+  :meth:`ASGIHandler.listen_for_disconnect`).
 - **Large responses stream from the encoded segments**: servicewire's views
   answer with an asynchronous iterator (no ``sync_to_async(list)`` of the
   whole body, no warning), and response messages are up to
