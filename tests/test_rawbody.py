@@ -132,3 +132,41 @@ def test_progress_counts_every_byte_received_directly(
         sw.ones()
     assert sum(counted) == len(body)
     assert len(counted) > 1
+
+
+def test_the_async_client_receives_directly_too(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from servicewire import AsyncClient
+
+    taken: list[bool] = []
+    original = rawbody.async_direct_reader
+
+    def spy(response: Any, length: int) -> Any:
+        fill = original(response, length)
+        taken.append(fill is not None)
+        return fill
+
+    monkeypatch.setattr("servicewire.client.async_direct_reader", spy)
+    big = np.random.default_rng(6).normal(size=2_000_000)
+    site.answers["big"] = packb(big)
+    site.answers["small"] = packb("ok")
+    site.answers["cut"] = packb(big)
+    site.cut_short.add("cut")
+
+    async def calls() -> None:
+        async with AsyncClient(site.url, KEY) as sw:
+            for _ in range(3):
+                back = await sw.big()
+                np.testing.assert_array_equal(back, big)
+                assert await sw.small() == "ok"
+            with pytest.raises(TransportError, match="ended after"):
+                await sw.cut()
+            np.testing.assert_array_equal(await sw.big(), big)
+
+    asyncio.run(calls())
+    assert taken == [True] * 5
+    # Six calls on the first connection; the one cut short is not reused.
+    assert len(set(site.ports[:7])) == 1 and site.ports[7] != site.ports[0]

@@ -38,7 +38,7 @@ from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
 from servicewire.progress import Meter, Progress
-from servicewire.rawbody import direct_reader
+from servicewire.rawbody import async_direct_reader, direct_reader
 from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
 
@@ -227,6 +227,16 @@ class _BodyBuffer:
         if fill is None:
             return False
         self._filled = fill(memoryview(self._data).cast("B"), self._meter.update)
+        return True
+
+    async def areceive_directly(self, response: httpx.Response) -> bool:
+        """:meth:`receive_directly` for the async client."""
+        if self._expected is None or self._expected < _DIRECT_MIN:
+            return False
+        fill = async_direct_reader(response, self._expected)
+        if fill is None:
+            return False
+        self._filled = await fill(memoryview(self._data).cast("B"), self._meter.update)
         return True
 
     def result(self) -> bytearray | memoryview:
@@ -710,10 +720,11 @@ class AsyncClient(_BaseClient):
             )
             try:
                 buffer = self._body_buffer(request, response)
-                async for chunk in response.aiter_bytes():
-                    buffer.feed(chunk)
+                if not await buffer.areceive_directly(response):
+                    async for chunk in response.aiter_bytes():
+                        buffer.feed(chunk)
             finally:
                 await response.aclose()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError, h11.ProtocolError) as exc:
             raise self._network_error(request, exc) from exc
         return self._interpret(request, response, buffer.result(), started)

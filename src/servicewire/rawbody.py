@@ -4,36 +4,71 @@ httpx hands a body over in 64 KiB pieces, each received into new ``bytes``,
 appended to h11's buffer, cut out of it again and then copied into the
 destination: four copies and a few dozen Python calls per piece, which caps a
 download far below what the socket delivers. For a body of known length on a
-plain HTTP/1.1 connection, :func:`direct_reader` instead takes what h11 has
-already buffered, receives the rest with ``recv_into`` into the destination,
-and tells h11 the body is complete, so that the connection goes back to the
-pool exactly as if httpx had read the body itself.
+plain HTTP/1.1 connection, :func:`direct_reader` (and its asyncio twin
+:func:`async_direct_reader`) instead takes what h11 has already buffered,
+receives the rest with ``recv_into`` into the destination, and tells h11 the
+body is complete, so that the connection goes back to the pool exactly as if
+httpx had read the body itself.
 
 The path is taken only when every object on the way is the one this was
 written against (httpx's response stream over httpcore's HTTP/1.1
-connection, h11 reading a Content-Length body, a socket that is not a
-TLS-in-TLS stream); anything else returns None and httpx reads as usual.
+connection, h11 reading a Content-Length body; for the sync client a socket
+that is not a TLS-in-TLS stream, for the async one anyio's plain socket
+stream on asyncio's own event loop); anything else returns None and httpx
+reads as usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
 
-Fill = Callable[[memoryview, Callable[[int], None]], int]
+Advance = Callable[[int], None]
+Fill = Callable[[memoryview, Advance], int]
+AsyncFill = Callable[[memoryview, Advance], Awaitable[int]]
 
 # Large enough that each call moves plenty; small enough for a lively progress bar.
 _STEP = 8 << 20
+# A read timeout of None, as a timeout (a day).
+_NO_TIMEOUT = 86400.0
 
 
-def direct_reader(response: Any, length: int) -> Fill | None:
-    """A function filling a view of ``length`` bytes from the response's socket, or None.
+class _Body:
+    """The h11 side of a response body read around h11: its start and its end."""
 
-    The function takes the view and a callback told each step's byte count;
-    it returns how many bytes it filled (fewer only if the peer closed early).
-    """
+    def __init__(self, state: h11.Connection, reader: Any, length: int) -> None:
+        self.state = state
+        self.reader = reader
+        self.length = length
+
+    def take_buffered(self, view: memoryview, advance: Advance) -> tuple[int, bool]:
+        """Copy what h11 already holds (it came with the headers); (bytes, body over)."""
+        filled = 0
+        while (event := self.state.next_event()) is not h11.NEED_DATA:
+            if not isinstance(event, h11.Data):
+                return filled, True
+            size = len(event.data)
+            view[filled : filled + size] = event.data
+            filled += size
+            advance(size)
+        return filled, False
+
+    def finish(self, filled: int) -> None:
+        if filled != self.length:
+            return  # cut short: h11 still waits, so httpcore drops the connection
+        # The body is complete: h11 moves on to the end of the message, and
+        # the connection can serve the next request.
+        self.reader._remaining = 0
+        if not isinstance(self.state.next_event(), h11.EndOfMessage):
+            raise h11.RemoteProtocolError("the response did not end after its body")
+
+
+def _body(response: Any, length: int, network_type: str) -> tuple[_Body, Any] | None:
     connection = _connection(getattr(response, "stream", None))
     if connection is None:
         return None
@@ -42,31 +77,41 @@ def direct_reader(response: Any, length: int) -> Fill | None:
     reader: Any = getattr(state, "_reader", None)
     if (
         not isinstance(state, h11.Connection)
-        or type(network).__name__ != "SyncStream"
+        or type(network).__name__ != network_type
         or type(reader).__name__ != "ContentLengthReader"
         or getattr(reader, "_length", None) != length
         or state.their_state is not h11.SEND_BODY
     ):
         return None
+    return _Body(state, reader, length), network
+
+
+def _read_timeout(response: Any) -> float | None:
+    request = getattr(response, "request", None)
+    timeout = (getattr(request, "extensions", {}).get("timeout") or {}).get("read")
+    return float(timeout) if timeout is not None else None
+
+
+def direct_reader(response: Any, length: int) -> Fill | None:
+    """A function filling a view of ``length`` bytes from the response's socket, or None.
+
+    The function takes the view and a callback told each step's byte count;
+    it returns how many bytes it filled (fewer only if the peer closed early).
+    """
+    found = _body(response, length, "SyncStream")
+    if found is None:
+        return None
+    body, network = found
     sock = network.get_extra_info("socket")
     receive_into = getattr(sock, "recv_into", None)
     if receive_into is None:
         return None
-    request = getattr(response, "request", None)
-    timeout = (getattr(request, "extensions", {}).get("timeout") or {}).get("read")
+    timeout = _read_timeout(response)
 
-    def fill(view: memoryview, advance: Callable[[int], None]) -> int:
-        filled = 0
-        # First what h11 already holds (it came with the headers).
-        while (event := state.next_event()) is not h11.NEED_DATA:
-            if isinstance(event, h11.EndOfMessage):
-                return filled
-            if not isinstance(event, h11.Data):
-                return filled
-            size = len(event.data)
-            view[filled : filled + size] = event.data
-            filled += size
-            advance(size)
+    def fill(view: memoryview, advance: Advance) -> int:
+        filled, over = body.take_buffered(view, advance)
+        if over:
+            return filled
         sock.settimeout(timeout)
         while filled < length:
             got = receive_into(view[filled : min(length, filled + _STEP)])
@@ -74,15 +119,79 @@ def direct_reader(response: Any, length: int) -> Fill | None:
                 break
             filled += got
             advance(got)
-        if filled == length:
-            # The body is complete: h11 moves on to the end of the message,
-            # and the connection can serve the next request.
-            reader._remaining = 0
-            if not isinstance(state.next_event(), h11.EndOfMessage):
-                raise h11.RemoteProtocolError("the response did not end after its body")
+        body.finish(filled)
         return filled
 
     return fill
+
+
+def async_direct_reader(response: Any, length: int) -> AsyncFill | None:
+    """:func:`direct_reader` for ``httpx.AsyncClient`` on asyncio, or None.
+
+    anyio keeps the transport's reading paused between its own receives, so
+    once the chunks anyio has queued are taken, nothing else reads the socket.
+    The rest is received in a worker thread, through a duplicate of the
+    socket's descriptor (asyncio lends out no readable socket and refuses to
+    watch one its transport owns), leaving the event loop free meanwhile.
+    """
+    found = _body(response, length, "AnyIOStream")
+    if found is None:
+        return None
+    body, network = found
+    stream: Any = getattr(network, "_stream", None)
+    protocol: Any = getattr(stream, "_protocol", None)
+    transport: Any = getattr(stream, "_transport", None)
+    sock = network.get_extra_info("socket")
+    if (
+        type(stream).__name__ != "SocketStream"
+        or sock is None
+        or not hasattr(protocol, "read_queue")
+        or not isinstance(transport, asyncio.Transport)
+        or transport.is_reading()
+        or network.get_extra_info("ssl_object") is not None
+    ):
+        return None
+    timeout = _read_timeout(response)
+
+    async def fill(view: memoryview, advance: Advance) -> int:
+        filled, over = body.take_buffered(view, advance)
+        if over:
+            return filled
+        # Then what anyio has received but not handed on.
+        queue = protocol.read_queue
+        while queue and filled < length:
+            chunk = queue.popleft()
+            size = min(len(chunk), length - filled)
+            view[filled : filled + size] = chunk[:size]
+            if size < len(chunk):
+                queue.appendleft(chunk[size:])
+            filled += size
+            advance(size)
+        if not queue:
+            protocol.read_event.clear()
+        if filled < length and not transport.is_closing():
+            filled += await asyncio.to_thread(
+                _receive_rest, sock.fileno(), view[filled:], timeout, advance
+            )
+        body.finish(filled)
+        return filled
+
+    return fill
+
+
+def _receive_rest(fd: int, view: memoryview, timeout: float | None, advance: Advance) -> int:
+    # A timeout, never blocking mode: the descriptor's non-blocking flag is
+    # shared with the transport's, which must keep it.
+    with socket.socket(fileno=os.dup(fd)) as raw:
+        raw.settimeout(timeout if timeout is not None else _NO_TIMEOUT)
+        filled = 0
+        while filled < len(view):
+            got = raw.recv_into(view[filled : filled + _STEP])
+            if not got:
+                break
+            filled += got
+            advance(got)
+        return filled
 
 
 def _connection(stream: Any) -> Any:
@@ -90,7 +199,7 @@ def _connection(stream: Any) -> Any:
     # httpx's bound stream, its transport's stream, httpcore's pool stream,
     # the connection's stream, then the connection.
     for _ in range(6):
-        if type(stream).__name__ == "HTTP11Connection":
+        if type(stream).__name__ in ("HTTP11Connection", "AsyncHTTP11Connection"):
             return stream
         stream = next(
             (
