@@ -14,11 +14,9 @@ import asyncio
 import gc
 import http.client
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -32,6 +30,7 @@ import pytest
 
 from servicewire import AsyncClient, Client, codecs
 from servicewire.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from tests.servers import django_command, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY = 8 * 2**20
@@ -77,25 +76,6 @@ class Site:
             ).fetchall()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"uvicorn did not listen on port {port} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("asgi-site")
@@ -110,22 +90,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     }
 
     def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "django", *args],
-            env=env,
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return django_command(env, folder, *args)
 
     manage("migrate", "--verbosity", "0")
     manage("servicewire", "client", "add", "asgi-desktop", "--scope", "science")
     key = manage("servicewire", "key", "create", "asgi-desktop").strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "asgi_site:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
     process = subprocess.Popen(
@@ -134,7 +104,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         cwd=folder,
     )
     try:
-        _wait_for_port(port, process, timeout=60)
+        wait_for_port(port, process, timeout=60)
         yield Site(f"http://127.0.0.1:{port}/services/", database, key)
     finally:
         process.terminate()

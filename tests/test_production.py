@@ -25,6 +25,7 @@ import pytest
 
 from servicewire import Client
 from servicewire.errors import Unauthorized
+from tests.servers import django_command, free_port, wait_for_port
 
 pytestmark = pytest.mark.production
 
@@ -39,23 +40,7 @@ class Site:
 
     def manage(self, *args: str) -> str:
         """Run ``manage.py servicewire ...`` in its own process; its stdout."""
-        done = subprocess.run(
-            [sys.executable, "-m", "django", "servicewire", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return django_command(self.env, ROOT, "servicewire", *args)
 
 
 def _admin_connection() -> object:
@@ -64,19 +49,6 @@ def _admin_connection() -> object:
     return psycopg.connect(
         host="127.0.0.1", port=5432, user="postgres", dbname="test", autocommit=True
     )
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"gunicorn did not listen on port {port} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +71,7 @@ def site() -> Iterator[Site]:
             check=True,
             timeout=120,
         )
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -124,7 +96,7 @@ def site() -> Iterator[Site]:
             env=env,
             cwd=ROOT,
         )
-        _wait_for_port(port, process, timeout=60)
+        wait_for_port(port, process, timeout=60)
         yield Site(url=f"http://127.0.0.1:{port}/services/", env=env)
     finally:
         if process is not None:

@@ -69,16 +69,17 @@ def site() -> Iterator[Site]:
     thread.join(10)
 
 
-def _count_direct(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def _count_direct(monkeypatch: pytest.MonkeyPatch, name: str = "direct_reader") -> list[bool]:
+    """Record, for each response, whether the client's ``name`` took the direct path."""
     taken: list[bool] = []
-    original = rawbody.direct_reader
+    original = getattr(rawbody, name)
 
     def spy(response: Any, length: int) -> Any:
         fill = original(response, length)
         taken.append(fill is not None)
         return fill
 
-    monkeypatch.setattr("servicewire.client.direct_reader", spy)
+    monkeypatch.setattr(f"servicewire.client.{name}", spy)
     return taken
 
 
@@ -141,15 +142,7 @@ def test_the_async_client_receives_directly_too(
 
     from servicewire import AsyncClient
 
-    taken: list[bool] = []
-    original = rawbody.async_direct_reader
-
-    def spy(response: Any, length: int) -> Any:
-        fill = original(response, length)
-        taken.append(fill is not None)
-        return fill
-
-    monkeypatch.setattr("servicewire.client.async_direct_reader", spy)
+    taken = _count_direct(monkeypatch, "async_direct_reader")
     big = np.random.default_rng(6).normal(size=2_000_000)
     site.answers["big"] = packb(big)
     site.answers["small"] = packb("ok")
