@@ -323,7 +323,9 @@ def test_a_stale_signature_is_refused(url: str, signer: Signer) -> None:
 
 
 def test_a_signature_from_the_future_is_refused(url: str, signer: Signer) -> None:
-    response = send(signed(url + "add", signer, clock=lambda: time.time() + SKEW + 1))
+    # `created` is a whole second, truncated: +1 s could land within the skew
+    # by the time the server reads its clock; +3 s cannot, unless it waits 2 s.
+    response = send(signed(url + "add", signer, clock=lambda: time.time() + SKEW + 3))
     refused(response, "in the future")
     assert send(signed(url + "add", signer, clock=lambda: time.time() + SKEW - 5)).json() == 5
 
