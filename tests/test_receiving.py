@@ -11,6 +11,7 @@ import io
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.handlers.wsgi import WSGIRequest
@@ -113,3 +114,27 @@ def test_a_body_already_read_by_someone_else_is_not_read_again(pair: Pair) -> No
     assert request.body == b"abcd"  # middleware read it first
     assert receiving._gunicorn_reader(request, 4) is None
     assert bytes(receiving.read_body(request, 4)) == b"abcd"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_s_own_server_reads_the_body_into_its_buffer(
+    live_server: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from servicewire import Client
+
+    taken: list[bool] = []
+    original = receiving._buffered_reader
+
+    def spy(request: Any) -> Any:
+        fill = original(request)
+        taken.append(fill is not None)
+        return fill
+
+    monkeypatch.setattr(receiving, "_buffered_reader", spy)
+    array = np.random.default_rng(8).normal(size=(700, 1000))
+    with Client(f"{live_server.url}/services/", key) as sw:
+        np.testing.assert_array_equal(sw.echo(value=array), array)
+        assert sw.add(a=2, b=3) == 5  # the connection goes on
+    assert taken[0] is True

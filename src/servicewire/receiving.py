@@ -3,7 +3,7 @@
 The portable way, ``request.read()`` in pieces, hands back each piece as new
 ``bytes`` that are then copied into the buffer; under gunicorn each piece has
 also passed through two ``BytesIO`` buffers on its way. For a large array that
-is several copies of the payload where one (the kernel's) is enough, so two
+is several copies of the payload where one (the kernel's) is enough, so these
 servers get a direct path:
 
 - **gunicorn**: the connection's socket is in ``environ["gunicorn.socket"]``.
@@ -13,6 +13,9 @@ servers get a direct path:
   exactly as if the application had read it. The path is taken only when the
   objects are exactly the ones this was written against and nothing has read
   the body yet; anything else falls back to the portable way.
+- **Django's own server** (``runserver``, ``servicewire demo``, the test
+  server): ``readinto`` on the connection's buffered reader, under Django's
+  ``LimitedStream`` wrappers, which are then told what was read.
 - **an ASGI server** through :mod:`servicewire.asgi`, which receives the body
   into the buffer itself and leaves it on the request as ``servicewire_body``.
 """
@@ -39,7 +42,11 @@ def read_body(request: HttpRequest, length: int) -> bytearray | memoryview:
         return ready  # type: ignore[no-any-return]
     body = receive_buffer(length)
     view = memoryview(body).cast("B")
-    fill = _gunicorn_reader(request, length) or partial(_read_portably, request)
+    fill = (
+        _gunicorn_reader(request, length)
+        or _buffered_reader(request)
+        or partial(_read_portably, request)
+    )
     filled = fill(view)
     if filled < length:
         raise BadRequest("the body ended before Content-Length bytes arrived")
@@ -106,6 +113,46 @@ def _gunicorn_reader(request: HttpRequest, length: int) -> Callable[[memoryview]
             raise
         finally:
             reader.length = length - filled
+        return filled
+
+    return fill
+
+
+def _buffered_reader(request: HttpRequest) -> Callable[[memoryview], int] | None:
+    """A function filling a view with ``readinto`` under Django's own server, or None.
+
+    ``runserver``, ``servicewire demo`` and the test server hand the body over
+    as Django's ``LimitedStream`` around the connection's buffered reader
+    (twice: the server's, then the request's). ``readinto`` fills the
+    destination straight from the socket once the reader's small buffer is
+    drained; both streams are then told how much was read, as if they had
+    read it, so the server's end-of-request drain finds nothing left.
+    """
+    if getattr(request, "_read_started", True):
+        return None
+    streams: list[Any] = []
+    stream: Any = getattr(request, "_stream", None)
+    while _is(stream, "django.core.handlers.wsgi", "LimitedStream") and len(streams) < 4:
+        streams.append(stream)
+        stream = getattr(getattr(stream, "_read", None), "__self__", None)
+    if not streams or type(stream) is not io.BufferedReader:
+        return None
+    if any(getattr(limited, "_pos", None) != 0 for limited in streams):
+        return None
+    reader: io.BufferedReader = stream
+
+    def fill(view: memoryview) -> int:
+        request._read_started = True  # type: ignore[attr-defined]
+        filled = 0
+        try:
+            while filled < len(view):
+                got = reader.readinto(view[filled : filled + _READ_CHUNK * 8])
+                if not got:
+                    break
+                filled += got
+        finally:
+            for limited in streams:
+                limited._pos += filled
         return filled
 
     return fill
