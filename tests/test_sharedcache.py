@@ -21,6 +21,7 @@ from django.utils import timezone
 from servicewire import keycache, sharedcache
 from servicewire.models import ApiKey, AuditEntry
 from tests.conftest import REDIS_ADDR, _reachable, services_required
+from tests.test_keycache import call
 
 pytestmark = pytest.mark.django_db
 
@@ -70,16 +71,6 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(redis.Redis, "execute_command", single)
     monkeypatch.setattr(redis.client.Pipeline, "execute", pipelined)
     return sent
-
-
-def call(client: DjangoClient, key: str) -> int:
-    response = client.post(
-        "/services/add",
-        b'{"a": 1, "b": 2}',
-        content_type="application/json",
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    return int(response.status_code)
 
 
 def sw_settings(**values: Any) -> Any:

@@ -221,9 +221,8 @@ class _BodyBuffer:
 
     def receive_directly(self, response: httpx.Response) -> bool:
         """Fill the buffer straight from the socket (:mod:`servicewire.rawbody`), if it can."""
-        if self._expected is None or self._expected < _DIRECT_MIN:
-            return False
-        fill = direct_reader(response, self._expected)
+        length = self._direct_length()
+        fill = direct_reader(response, length) if length is not None else None
         if fill is None:
             return False
         self._filled = fill(memoryview(self._data).cast("B"), self._meter.update)
@@ -231,13 +230,17 @@ class _BodyBuffer:
 
     async def areceive_directly(self, response: httpx.Response) -> bool:
         """:meth:`receive_directly` for the async client."""
-        if self._expected is None or self._expected < _DIRECT_MIN:
-            return False
-        fill = async_direct_reader(response, self._expected)
+        length = self._direct_length()
+        fill = async_direct_reader(response, length) if length is not None else None
         if fill is None:
             return False
         self._filled = await fill(memoryview(self._data).cast("B"), self._meter.update)
         return True
+
+    def _direct_length(self) -> int | None:
+        """The body's size when known up front and worth bypassing httpx's reading."""
+        expected = self._expected
+        return expected if expected is not None and expected >= _DIRECT_MIN else None
 
     def result(self) -> bytearray | memoryview:
         self._meter.close()

@@ -1,7 +1,8 @@
 """Content encodings: zstd and gzip, negotiated, applied only when they pay.
 
-Bytes in, bytes out; nothing here knows HTTP or Django. The views and the
-client read ``Content-Encoding`` and ``Accept-Encoding`` and call these.
+Bytes in, bytes out; nothing here knows Django. The views and the client
+read ``Content-Encoding`` and ``Accept-Encoding`` and call these; the one
+header name here, :data:`SHUFFLE_HEADER`, is kept where both sides find it.
 
 - :func:`choose` picks the encoding to answer in from ``Accept-Encoding``.
 - :func:`worth_compressing` says whether a body is big enough and
