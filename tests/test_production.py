@@ -37,6 +37,7 @@ WORKERS = 3
 class Site:
     url: str
     env: dict[str, str]
+    access_log: Path
 
     def manage(self, *args: str) -> str:
         """Run ``manage.py servicewire ...`` in its own process; its stdout."""
@@ -52,7 +53,8 @@ def _admin_connection() -> object:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    access_log = tmp_path_factory.mktemp("gunicorn") / "access.log"
     database = f"servicewire_e2e_{uuid.uuid4().hex[:12]}"
     admin = _admin_connection()
     admin.execute(f'CREATE DATABASE "{database}"')  # type: ignore[attr-defined]
@@ -92,12 +94,16 @@ def site() -> Iterator[Site]:
                 "5",
                 "--log-level",
                 "warning",
+                "--access-logfile",
+                str(access_log),
+                "--access-logformat",
+                "%(U)s %(s)s %(b)s",
             ],
             env=env,
             cwd=ROOT,
         )
         wait_for_port(port, process, timeout=60)
-        yield Site(url=f"http://127.0.0.1:{port}/services/", env=env)
+        yield Site(url=f"http://127.0.0.1:{port}/services/", env=env, access_log=access_log)
     finally:
         if process is not None:
             process.terminate()
@@ -408,3 +414,50 @@ def test_a_body_shorter_than_its_length_gets_400_without_hanging(site: Site, key
         [(status, answer)] = _read_responses(sock, 1)
     assert status == 400
     assert b"Content-Length" in answer
+
+
+def test_large_answers_leave_gunicorn_counting_every_byte_and_the_connection_open(
+    site: Site, key: str
+) -> None:
+    # The arrays go out from their own memory (servicewire.sending), around
+    # gunicorn's write: its access log still reports each answer's full size.
+    array = np.arange(2_500_000, dtype=np.float64)  # 20 MB
+    before = len(site.access_log.read_text().splitlines())
+    with Client(site.url, key) as sw:
+        for _ in range(3):
+            np.testing.assert_array_equal(sw.echo(value=array), array)
+            assert sw.add(a=2, b=3) == 5
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline and len(lines) < 6:
+        lines = site.access_log.read_text().splitlines()[before:]
+        time.sleep(0.1)
+    echoes = [int(line.split()[2]) for line in lines if line.split()[0].endswith("/echo")]
+    assert len(echoes) == 3
+    assert all(array.nbytes < size < array.nbytes + 1000 for size in echoes)
+
+
+def test_a_client_that_hangs_up_during_a_large_answer_leaves_the_workers_serving(
+    site: Site, key: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    from servicewire import codecs
+
+    parts = urlsplit(site.url)
+    array = np.arange(6_000_000, dtype=np.float64)  # 48 MB: more than the socket buffers hold
+    body = codecs.MSGPACK.encode({"value": array})
+    head = (
+        f"POST {parts.path}echo HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/msgpack\r\n"
+        f"Accept: application/msgpack\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    for _ in range(WORKERS * 2):
+        with _connect(site) as sock:
+            sock.sendall(head + body)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            # Gone with most of the answer unread.
+    with Client(site.url, key) as sw:
+        for _ in range(WORKERS * 4):
+            assert sw.add(a=1, b=1) == 2
+        np.testing.assert_array_equal(sw.echo(value=array), array)

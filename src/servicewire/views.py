@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import asgi, audit, codecs, compression, receiving, throttle, tokens
+from servicewire import asgi, audit, codecs, compression, receiving, sending, throttle, tokens
 from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
@@ -55,7 +55,6 @@ from servicewire.segments import Segment, body_size
 logger = logging.getLogger("servicewire")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_SEND_CHUNK = 512 * 1024
 
 
 @dataclass
@@ -98,7 +97,7 @@ def _response(content: bytes, exchange: _Exchange, status: int = 200) -> HttpRes
     return response
 
 
-def _value_response(value: Any, exchange: _Exchange) -> HttpResponseBase:
+def _value_response(value: Any, exchange: _Exchange, request: HttpRequest) -> HttpResponseBase:
     """The response carrying a service's return value.
 
     A body with large buffers (arrays, big bytes) is streamed from its
@@ -118,23 +117,14 @@ def _value_response(value: Any, exchange: _Exchange) -> HttpResponseBase:
         return _response(bytes(segments[0]), exchange)
     # Served by servicewire.asgi: an asynchronous iterator, which Django's
     # ASGI handler streams as it comes instead of collecting it whole first.
-    content = _send_async(segments) if asgi.serving.get() else _send_chunks(segments)
+    if asgi.serving.get():
+        content: Iterator[bytes] | AsyncIterator[Segment] = _send_async(segments)
+    else:
+        content = sending.pieces(segments, getattr(request, "environ", None))
     response = StreamingHttpResponse(content, content_type=exchange.codec.content_type)
     response["Content-Length"] = str(size)
     response["X-Request-ID"] = exchange.request_id
     return response
-
-
-def _send_chunks(segments: list[Segment]) -> Iterator[bytes]:
-    # WSGI servers take bytes only (gunicorn and wsgiref check), so each piece
-    # of a view is copied once; pieces this small stay in the CPU cache and
-    # in the allocator's heap instead of costing fresh pages each.
-    for segment in segments:
-        if isinstance(segment, bytes):
-            yield segment
-            continue
-        for start in range(0, len(segment), _SEND_CHUNK):
-            yield bytes(segment[start : start + _SEND_CHUNK])
 
 
 def _error_response(error: ServiceError, exchange: _Exchange) -> HttpResponse:
@@ -317,7 +307,7 @@ def _call(request: HttpRequest, svc: Service | str, exchange: _Exchange) -> Http
         if isinstance(result, HttpResponseBase):
             result.setdefault("X-Request-ID", exchange.request_id)
             return result
-        return _value_response(result, exchange)
+        return _value_response(result, exchange, request)
     except ServiceError:
         raise
     except Exception as exc:
@@ -472,7 +462,7 @@ def token(request: HttpRequest) -> HttpResponseBase:
 
 
 async def _send_async(segments: list[Segment]) -> AsyncIterator[Segment]:
-    """The segments in pieces of at most ``_SEND_CHUNK`` bytes, for an ASGI server.
+    """The segments in pieces of at most ``sending.PIECE`` bytes, for an ASGI server.
 
     Django's response makes ``bytes`` of each view (one copy, as under WSGI);
     each piece is one message to the server.
@@ -481,5 +471,5 @@ async def _send_async(segments: list[Segment]) -> AsyncIterator[Segment]:
         if isinstance(segment, bytes):
             yield segment
             continue
-        for start in range(0, len(segment), _SEND_CHUNK):
-            yield segment[start : start + _SEND_CHUNK]
+        for start in range(0, len(segment), sending.PIECE):
+            yield segment[start : start + sending.PIECE]
