@@ -199,3 +199,36 @@ def test_without_gunicorn_every_byte_comes_from_the_iterator() -> None:
     assert body == expected
     assert b"".join(sending.pieces(segments, None)) == expected
     assert max(len(piece) for piece in sending.pieces(segments, None)) <= sending.PIECE
+
+
+def test_django_s_own_server_sends_the_large_segments_from_their_memory(
+    live_server: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server is runserver's: wsgiref's handler under Django's.
+    from wsgiref import handlers, simple_server
+
+    from servicewire import Client
+
+    written: list[int] = []
+    counted: list[int] = []
+    write, close = handlers.BaseHandler.write, simple_server.ServerHandler.close
+
+    def counting_write(self: Any, data: bytes) -> None:
+        written.append(len(data))
+        write(self, data)
+
+    def counting_close(self: Any) -> None:
+        counted.append(self.bytes_sent)  # what runserver logs as the size
+        close(self)
+
+    monkeypatch.setattr(handlers.BaseHandler, "write", counting_write)
+    monkeypatch.setattr(simple_server.ServerHandler, "close", counting_close)
+    array = np.arange(2_000_000, dtype=np.float64)  # 16 MB
+    with Client(f"{live_server.url}/services/", key) as sw:
+        for _ in range(2):
+            np.testing.assert_array_equal(sw.echo(value=array), array)
+        assert sw.add(a=1, b=2) == 3
+    large = [size for size in counted if size > array.nbytes]
+    assert len(large) == 2
+    assert all(size < array.nbytes + 1000 for size in large)
+    assert sum(written) < 3 * 1000 + 3 * 100  # the headers' pieces and the small answer

@@ -6,43 +6,48 @@ A WSGI server takes only ``bytes`` from the application (gunicorn and
 80 MB array that extra pass, and the fresh pages it touches, cost as much as
 the sending itself.
 
-Under gunicorn the copy is avoided. Its worker leaves the connection's socket
-in ``environ["gunicorn.socket"]`` and writes each piece the application
-yields before asking for the next. Once gunicorn has sent the status line,
-the headers and a first piece, the rest of the body goes out with
-``sendall`` straight from the segments' memory, and gunicorn's response is
-told how many bytes were sent, so that its length bookkeeping, its keep-alive
-and its access log stay as if it had written them.
+Two servers get the body without that copy, each once it has sent the status
+line, the headers and a first piece itself; the rest goes out straight from
+the segments' memory, and the server's own count of bytes sent is kept up to
+date, so that its length bookkeeping, keep-alive and access log stay as if it
+had written them:
 
-This is done only when the one asking for the next piece is gunicorn's own
-request handler, with its own response object for this socket, framing the
-body by ``Content-Length``: no middleware stands between them to transform
-the body, and the connection speaks HTTP/1.x. Anything else (another server,
-a wrapping middleware, HTTP/2, chunked framing) gets the same bytes the
-portable way.
+- **gunicorn** leaves the connection's socket in ``environ["gunicorn.socket"]``
+  and writes each piece the application yields before asking for the next:
+  the rest is sent with ``sendall`` on that socket.
+- **Django's own server** (``runserver``, ``servicewire demo``, the test
+  server) is ``wsgiref``'s handler: the rest goes through its unbuffered
+  ``_write`` to the socket.
+
+This is done only when the one asking for the next piece is that server's own
+code, with its own response object, framing the body by ``Content-Length``:
+no middleware stands between them to transform the body, and the connection
+speaks HTTP/1.x. Anything else (another server, a wrapping middleware,
+HTTP/2, chunked framing) gets the same bytes the portable way.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
+from wsgiref.handlers import SimpleHandler
 
 from servicewire.segments import Segment
 
 # The size of the pieces yielded the portable way: they stay in the CPU cache
 # and in the allocator's heap instead of costing fresh pages each.
 PIECE = 512 * 1024
-# Direct writes go in slices of this size, so that gunicorn's count of bytes
+# Direct writes go in slices of this size, so that the server's count of bytes
 # sent stays close to the truth if the client goes away midway.
 _DIRECT_SLICE = 8 << 20
 
 
 def pieces(segments: list[Segment], environ: Mapping[str, Any] | None) -> Iterator[bytes]:
-    """The body made of ``segments``, for a WSGI server; under gunicorn, see the module."""
-    sock = environ.get("gunicorn.socket") if environ else None
-    response: Any = None  # gunicorn's response, once it is known that writing past it is safe
+    """The body made of ``segments``, for a WSGI server; see the module."""
+    send: Callable[[memoryview], None] | None = None
+    ask = environ is not None  # whether the server is still to be recognised
     yielded = False
     for segment in segments:
         if isinstance(segment, bytes):
@@ -53,25 +58,35 @@ def pieces(segments: list[Segment], environ: Mapping[str, Any] | None) -> Iterat
         view = memoryview(segment).cast("B")
         offset = 0
         while offset < view.nbytes:
-            if sock is not None and yielded and view.nbytes - offset > PIECE:
-                # Resumed by whoever wrote what was yielded: is it gunicorn?
-                response = _gunicorn_response(sys._getframe(1), sock)
-                sock = None  # asked once
-            if response is not None:
-                _send_directly(response, view[offset:])
+            if ask and yielded and view.nbytes - offset > PIECE:
+                # Resumed by whoever wrote what was yielded: which server is it?
+                send = _direct_sender(sys._getframe(1), environ or {})
+                ask = False
+            if send is not None:
+                send(view[offset:])
                 break
             yield bytes(view[offset : offset + PIECE])
             yielded = True
             offset += PIECE
 
 
-def _gunicorn_response(frame: FrameType | None, sock: Any) -> Any:
-    """gunicorn's response for ``sock`` if ``frame`` is gunicorn's handler writing it, else None."""
-    if frame is None or frame.f_code.co_name != "handle_request":
+def _direct_sender(
+    frame: FrameType | None, environ: Mapping[str, Any]
+) -> Callable[[memoryview], None] | None:
+    """A function sending a view around the server that ``frame`` runs, or None."""
+    if frame is None:
         return None
-    if not str(frame.f_globals.get("__name__", "")).startswith("gunicorn.workers."):
+    module = str(frame.f_globals.get("__name__", ""))
+    if frame.f_code.co_name == "handle_request" and module.startswith("gunicorn.workers."):
+        return _gunicorn_sender(frame.f_locals.get("resp"), environ.get("gunicorn.socket"))
+    if frame.f_code.co_name == "finish_response" and module == "wsgiref.handlers":
+        return _wsgiref_sender(frame.f_locals.get("self"))
+    return None
+
+
+def _gunicorn_sender(response: Any, sock: Any) -> Callable[[memoryview], None] | None:
+    if sock is None:
         return None
-    response = frame.f_locals.get("resp")
     kind = type(response)
     if kind.__module__ != "gunicorn.http.wsgi" or kind.__name__ != "Response":
         return None
@@ -88,13 +103,41 @@ def _gunicorn_response(frame: FrameType | None, sock: Any) -> Any:
         or version >= (2, 0)
     ):
         return None
-    return response
+    connection: Any = sock
+
+    def send(view: memoryview) -> None:
+        # Never more than the declared length, as gunicorn's own write.
+        view = view[: max(0, response.response_length - response.sent)]
+        for start in range(0, view.nbytes, _DIRECT_SLICE):
+            part = view[start : start + _DIRECT_SLICE]
+            connection.sendall(part)
+            response.sent += part.nbytes
+
+    return send
 
 
-def _send_directly(response: Any, view: memoryview) -> None:
-    # Never more than the declared length, as gunicorn's own write.
-    view = view[: max(0, response.response_length - response.sent)]
-    for start in range(0, view.nbytes, _DIRECT_SLICE):
-        part = view[start : start + _DIRECT_SLICE]
-        response.sock.sendall(part)
-        response.sent += part.nbytes
+def _wsgiref_sender(found: object) -> Callable[[memoryview], None] | None:
+    """Django's own server (``runserver``, the test server) is ``wsgiref``'s handler."""
+    if not isinstance(found, SimpleHandler):
+        return None
+    handler: Any = found  # its bookkeeping (headers_sent, bytes_sent) is not in the stubs
+    if handler.headers_sent is not True:
+        return None
+    headers = handler.headers
+    environ = handler.environ
+    try:
+        length = int(headers["Content-Length"]) if headers is not None else -1
+    except (TypeError, ValueError):
+        return None
+    if length < 0 or environ is None or environ.get("REQUEST_METHOD") == "HEAD":
+        return None
+
+    def send(view: memoryview) -> None:
+        view = view[: max(0, length - handler.bytes_sent)]
+        for start in range(0, view.nbytes, _DIRECT_SLICE):
+            part = view[start : start + _DIRECT_SLICE]
+            handler._write(part)
+            handler.bytes_sent += part.nbytes
+        handler._flush()
+
+    return send
