@@ -17,6 +17,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -340,3 +341,40 @@ def test_a_large_body_is_freed_when_its_call_ends(key: str) -> None:
         tracemalloc.stop()
         gc.enable()
     assert left < len(whole) // 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_starts_and_finishes_once_in_its_request_thread(key: str) -> None:
+    # servicewire's views get request_started, the middleware and the view in
+    # one hop to the request's thread; the request still starts and finishes
+    # exactly once, as under Django's own handler, and the answer is whole.
+    from django.core import signals
+
+    seen: list[tuple[str, str]] = []
+
+    def started(**kwargs: Any) -> None:
+        assert "scope" in kwargs
+        seen.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs: Any) -> None:
+        seen.append(("finished", threading.current_thread().name))
+
+    whole = codecs.MSGPACK.encode({"value": [1, 2, 3]})
+    headers = {
+        "Host": "127.0.0.1",
+        "Authorization": f"Bearer {key}",
+        "Content-Type": MSGPACK,
+        "Content-Length": str(len(whole)),
+    }
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        sent = asyncio.run(_serve(headers, [{"type": "http.request", "body": whole}]))
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert sent[0]["status"] == 200
+    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    assert codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS) == [1, 2, 3]
+    assert [event for event, _ in seen] == ["started", "finished"]
+    assert all(thread.startswith("servicewire-asgi") for _, thread in seen)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import traceback
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from servicewire import errors
-from servicewire.client import AsyncClient, Client, _retry_after
+from servicewire import errors, values
+from servicewire.client import AsyncClient, Client, _http_request, _retry_after
 from tests.wire_fake import FakeServer, refused_url, serve
 
 KEY = "sw_live_" + uuid.uuid4().hex  # unique, so a leak cannot be a coincidence
@@ -192,6 +194,69 @@ def test_request_headers(sw: Client, fake: FakeServer, codec: str) -> None:
     assert len(first["x-request-id"]) == 32
     int(first["x-request-id"], 16)
     assert first["x-request-id"] != second["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"key": KEY, "codec": "json"},
+        {"headers": {"X-Tenant": "acme", "Accept": "text/plain", "User-Agent": "tool/1"}},
+        {"compress": True},
+    ],
+)
+def test_a_call_is_the_request_httpx_would_build(options: dict[str, Any]) -> None:
+    # Small calls skip build_request (servicewire.client._prepared_request);
+    # what goes out must not change by a header, nor by the headers' order.
+    with Client("http://127.0.0.1:8000/svc/", **options) as client:
+        planned = client._call_request("add", {"a": 1, "b": 2})
+        assert planned.body is not None
+        sent = _http_request(client._http, planned, client._progress)
+        built = client._http.build_request(
+            "POST",
+            str(planned.url),
+            content=b"".join(planned.body),
+            headers={**planned.shared, **planned.headers},
+        )
+    assert sent.headers.raw == built.headers.raw
+    assert (sent.method, sent.url, sent.content) == (built.method, built.url, built.content)
+    assert sent.extensions == built.extensions
+
+
+class _CookieHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    cookies: ClassVar[list[str | None]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.cookies.append(self.headers.get("Cookie"))
+        body = values.packb(len(self.cookies))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/msgpack")
+        self.send_header("Content-Length", str(len(body)))
+        if len(self.cookies) == 1:
+            self.send_header("Set-Cookie", "node=b7; Path=/")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_cookie_the_server_sets_is_sent_back() -> None:
+    # A load balancer's sticky-session cookie, say: kept and returned by httpx
+    # as before, although responses without one skip httpx's cookie parsing.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CookieHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}/svc/", timeout=5) as client:
+            assert [client.call("add", a=1, b=2) for _ in range(3)] == [1, 2, 3]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert _CookieHandler.cookies == [None, "node=b7", "node=b7"]
 
 
 def test_no_authorization_header_without_a_key(fake: FakeServer, monkeypatch: Any) -> None:

@@ -44,13 +44,16 @@ four differences, each for what Django's handler makes slow:
   pool of idle ones, with that thread's database and cache connections, as
   a threaded WSGI server does. (Needs asgiref 3.13 or later; older versions
   get Django's behaviour.)
-- **servicewire's own views run in one hop.** They are synchronous: their
-  middleware chain and the view run in one call to the request's thread, as
-  under WSGI, instead of one hop there and back per middleware method.
+- **servicewire's own views run in one hop.** They are synchronous:
+  ``request_started``, their middleware chain and the view run in one call
+  to the request's thread, as under WSGI, instead of one hop there and back
+  for the signal and one per middleware method.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -62,13 +65,14 @@ from typing import IO, Any, Final, cast
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
+from django.core import signals
 from django.core.cache import BaseCache, caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.core.handlers.asgi import ASGIRequest, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.http import HttpRequest, HttpResponseBase
-from django.urls import Resolver404, get_resolver
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver, set_script_prefix
 
 from servicewire.conf import get_settings
 from servicewire.segments import receive_buffer
@@ -150,20 +154,79 @@ class ASGIHandler(DjangoASGIHandler):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = serving.set(True)
         try:
-            plan = _body_plan(scope)
-            await super().handle(scope, plan.bind(receive) if plan else receive, send)
+            kind = _view_kind(_urlconf(), _path_info(scope))
+            plan = _body_plan(scope) if kind == "call" else None
+            if plan is not None:
+                receive = plan.bind(receive)
+            if kind is None:
+                await super().handle(scope, receive, send)
+            else:
+                await self._handle_own(scope, receive, send)
         finally:
             serving.reset(token)
 
-    async def run_get_response(self, request: HttpRequest) -> HttpResponseBase:
-        if _view_kind(_urlconf(), request.path_info) is None:
-            return await super().run_get_response(request)
-        # servicewire's views are synchronous: the whole middleware chain and
-        # the view run in one hop to the request's thread, as under WSGI,
-        # instead of one hop there and back per middleware method.
-        response = await sync_to_async(self._sync.get_response)(request)
+    async def _handle_own(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one of servicewire's views: Django's ``handle``, in fewer thread hops.
+
+        Django's handler goes to the request's thread to send
+        ``request_started``, again for the middleware chain and the view (once
+        per middleware method, in fact), and again to close the response.
+        servicewire's views are synchronous, so the signal, the middleware
+        and the view run in one hop, as under WSGI; each hop saved is some
+        tens of microseconds of a small call. The rest is as in Django: the
+        view races the client's disconnect, and the response is closed
+        (``request_finished``) once sent.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, refusal = self.create_request(scope, body_file)
+        if request is None:
+            assert refusal is not None
+            await signals.request_started.asend(sender=self.__class__, scope=scope)
+            await self.send_response(refusal, send)
+            await sync_to_async(refusal.close)()
+            body_file.close()
+            return
+        responding = asyncio.create_task(self._respond(scope, request, send))
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        await asyncio.wait((listening, responding), return_when=asyncio.FIRST_COMPLETED)
+        for task in (listening, responding):
+            if not task.done():
+                # The client left first (or the response is sent): stop the other side.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif task is listening:
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass  # the client left: the view's task is done or was cancelled
+                except AssertionError:
+                    body_file.close()
+                    raise
+        if responding.cancelled():
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            await sync_to_async(responding.result().close)()
+        body_file.close()
+
+    async def _respond(self, scope: Scope, request: HttpRequest, send: Send) -> HttpResponseBase:
+        response = await sync_to_async(self._started_response)(scope, request)
         response._handler_class = self.__class__  # type: ignore[attr-defined]
+        if isinstance(response, FileResponse):
+            response.block_size = self.chunk_size
+        # A client gone while the response is sent is no error of the view's.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.send_response(response, send)
         return response
+
+    def _started_response(self, scope: Scope, request: HttpRequest) -> HttpResponseBase:
+        # In the request's thread, as a WSGI handler does it.
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        return self._sync.get_response(request)
 
     async def read_body(self, receive: Receive) -> IO[bytes]:
         if not isinstance(receive, _PlannedReceive):
@@ -249,8 +312,6 @@ def _body_plan(scope: Mapping[str, Any]) -> _BodyPlan | None:
     """A plan for a large body sent to a servicewire call, else None (Django's way)."""
     length = _content_length(scope)
     if length is None or length < DIRECT_BODY_MIN or scope.get("method") != "POST":
-        return None
-    if _view_kind(_urlconf(), _path_info(scope)) != "call":
         return None
     return _BodyPlan(length, refuse=length > get_settings().MAX_BODY_BYTES)
 
