@@ -467,3 +467,45 @@ def run(*args: str) -> str:
     out = io.StringIO()
     call_command("servicewire", *args, stdout=out, stderr=io.StringIO())
     return out.getvalue()
+
+
+def test_on_postgresql_an_entry_goes_through_psycopg_with_the_values_a_save_stores(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's own cursor writes the entry on PostgreSQL only")
+    import psycopg
+
+    from servicewire.auth import Caller
+
+    client = ClientApp.objects.create(name="desktop\x1b[31m")
+    caller = Caller(client=client, key_id="k" * 12)
+    record = audit.AuditRecord("r" * 32, "10.0.0.1", "agent\n", "add", caller, bytes_in=7)
+    executed: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def spy(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(self) is psycopg.Cursor:  # not Django's cursor (a ClientCursor)
+            executed.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    audit.write(record, 200, 11)
+    assert len(executed) == 1 and executed[0].startswith("INSERT")
+    written = AuditEntry.objects.get()
+    saved = audit.entry(record, 200, 11)
+    saved.save()
+    for field in AuditEntry._meta.concrete_fields:
+        if field.name not in ("id", "duration_ms"):
+            assert getattr(written, field.attname) == getattr(saved, field.attname), field.name
+
+    # A failed statement is logged, and Django checks the connection when the
+    # request ends, as after any failed query.
+    missing = audit._insert_sql(connection).replace(AuditEntry._meta.db_table, "nowhere")
+    monkeypatch.setattr(audit, "_insert_sql", lambda connection: missing)
+    connection.errors_occurred = False
+    with caplog.at_level(logging.ERROR, logger="servicewire.audit"):
+        audit.write(record, 200, 11)
+    assert "not written: ProgrammingError" in caplog.text
+    assert connection.errors_occurred
+    assert AuditEntry.objects.count() == 2

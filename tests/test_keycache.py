@@ -173,3 +173,23 @@ def test_last_use_is_written_once_per_period_across_workers(
         assert call(client, key) == 200
     assert key_row(key).last_used == first
     assert row.revoked is None
+
+
+def test_a_key_from_the_cache_carries_its_rows_values(
+    shared_cache: None, make_key: Callable[..., str]
+) -> None:
+    from servicewire.auth import usable_key
+
+    plain = make_key("scientist", scopes=["science"])
+    ClientApp.objects.filter(name="scientist").update(rate="5/s", notes="kept out of the cache")
+    row = ApiKey.objects.select_related("client").get(key_id=plain.split("_")[1])
+    assert usable_key(row.key_id) is not None  # read from the database, then cached
+    cached = usable_key(row.key_id)
+    assert cached is not None and keycache.load(row.key_id).state is not None
+    for name in ("pk", "client_id", "key_id", "secret_hash", "expires", "revoked"):
+        assert getattr(cached, name) == getattr(row, name), name
+    for name in ("pk", "name", "is_active", "scopes", "allow_pickle", "rate", "user_id"):
+        assert getattr(cached.client, name) == getattr(row.client, name), name
+    # What the cache does not hold is left to the database, not made up.
+    assert {"created", "notes"} <= cached.client.get_deferred_fields()
+    assert cached.client.notes == "kept out of the cache"

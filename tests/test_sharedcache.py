@@ -97,8 +97,8 @@ def test_a_rate_costs_one_more_round_trip(
         assert call(client, key) == 200
         commands.clear()
         assert call(client, key) == 200
-    # The counter made if absent and advanced, in one transaction.
-    assert commands == ["MGET", "MULTI(SET+INCRBY)"]
+    # The counter made if absent and advanced, in one script.
+    assert commands == ["MGET", "EVALSHA"]
 
 
 def test_what_one_side_writes_the_other_reads(redis_cache: str) -> None:

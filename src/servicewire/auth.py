@@ -18,9 +18,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings as django_settings
+from django.db.models import DEFERRED, Model
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -229,11 +230,28 @@ def usable_key(key_id: str, limit: AddressLimit | None = None) -> ApiKey | None:
     return key
 
 
+_M = TypeVar("_M", bound=Model)
+# Each cached model's fields in the order of its positional arguments.
+_ATTNAMES: dict[type[Model], tuple[str, ...]] = {
+    model: tuple(f.attname for f in model._meta.concrete_fields) for model in (ApiKey, ClientApp)
+}
+
+
 def _key_from_state(state: dict[str, Any]) -> ApiKey:
-    key_state, client_state = dict(state["key"]), dict(state["client"])
-    key = ApiKey(id=key_state.pop("pk"), client_id=client_state["pk"], **key_state)
-    key.client = ClientApp(id=client_state.pop("pk"), **client_state)
+    client = _instance(ClientApp, state["client"])
+    key = _instance(ApiKey, state["key"], client_id=client.pk)
+    key.client = client
     return key
+
+
+def _instance(model: type[_M], state: dict[str, Any], **more: Any) -> _M:
+    """A model instance from cached field values, the others deferred.
+
+    Built from positional values, as Django builds rows read from the database:
+    keyword arguments cost twice as much, and a call builds two instances.
+    """
+    values = {model._meta.pk.attname: state["pk"], **state, **more}
+    return model(*[values.get(name, DEFERRED) for name in _ATTNAMES[model]])
 
 
 def note_use(key: ApiKey, now: datetime) -> None:

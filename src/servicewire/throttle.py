@@ -4,7 +4,7 @@ Counting uses fixed windows: the clock is cut into windows of the rate's
 period (a minute for ``600/m``), aligned on the Unix epoch, and each window has
 its own counter in the cache. A counter is created with a timeout a little
 past its window's end and advanced atomically
-(:func:`servicewire.sharedcache.count`: one transaction on Redis, ``cache.add``
+(:func:`servicewire.sharedcache.count`: one script on Redis, ``cache.add``
 and ``cache.incr`` elsewhere), so every worker sharing the cache counts into
 the same number. Fixed windows are simple and cheap (one counter per client);
 their price is that a client may spend its allowance at the end of one window
