@@ -38,7 +38,7 @@ from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
 from servicewire.progress import Meter, Progress
-from servicewire.rawbody import async_direct_reader, direct_reader
+from servicewire.rawbody import async_direct_reader, async_direct_sender, direct_reader
 from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
 
@@ -80,7 +80,7 @@ _SNIPPET_CHARS = 200
 
 # Request bodies above this size are streamed in pieces of this size.
 _UPLOAD_PIECE = 512 * 1024
-# Responses at least this large are received straight from the socket when possible.
+# Bodies at least this large go straight through the socket when possible (both ways).
 _DIRECT_MIN = 1 << 20
 # Service names whose URL a client keeps (a program calls a handful; this bounds a strange one).
 _MAX_TARGETS = 1024
@@ -158,12 +158,15 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
     Each piece is copied once (h11 would join a view into new bytes anyway).
     The stream can be sent again (an auth flow may resend a request), and
     ``pieces`` lets :class:`~servicewire.signing.SignatureAuth` hash the body
-    as it lies.
+    as it lies. Given the async client's transport, a body of at least
+    :data:`_DIRECT_MIN` bytes goes straight to the socket when it can
+    (:func:`~servicewire.rawbody.async_direct_sender`).
     """
 
-    def __init__(self, segments: list[Segment], meter: Meter) -> None:
+    def __init__(self, segments: list[Segment], meter: Meter, transport: object = None) -> None:
         self.pieces = segments
         self._meter = meter
+        self._transport = transport
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self._pieces():
@@ -181,6 +184,15 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
                 yield bytes(view[start : start + _UPLOAD_PIECE])
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        send = (
+            async_direct_sender(self._transport, self, self.pieces)
+            if self._transport is not None
+            else None
+        )
+        if send is not None:
+            await send(self._meter.update)
+            self._meter.close()
+            return
         for piece in self:
             yield piece
 
@@ -204,7 +216,12 @@ def _http_request(
     # An explicit length: WSGI servers need it, and httpx then sends no chunked framing.
     headers = {**request.shared, **request.headers, "Content-Length": str(size)}
     built = http.build_request(request.method, request.url, headers=headers)
-    built.stream = _Upload(body, progress.meter(f"{request.what} up", size))
+    transport = (
+        http._transport_for_url(built.url)
+        if isinstance(http, httpx.AsyncClient) and size >= _DIRECT_MIN
+        else None
+    )
+    built.stream = _Upload(body, progress.meter(f"{request.what} up", size), transport)
     return built
 
 

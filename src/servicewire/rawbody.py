@@ -1,4 +1,4 @@
-"""Receive a large response body straight from the connection's socket.
+"""Move a large body straight through the connection's socket, around httpx.
 
 httpx hands a body over in 64 KiB pieces, each received into new ``bytes``,
 appended to h11's buffer, cut out of it again and then copied into the
@@ -16,21 +16,31 @@ connection, h11 reading a Content-Length body; for the sync client a socket
 that is not a TLS-in-TLS stream, for the async one anyio's plain socket
 stream on asyncio's own event loop); anything else returns None and httpx
 reads as usual.
+
+Uploads from ``httpx.AsyncClient`` have the same cost the other way round
+(a piece at a time through h11, anyio and asyncio's transport, with a trip
+through the event loop for each): :func:`async_direct_sender` sends a
+known-length body from its own memory, in a worker thread, once httpx has
+written the request head, and then tells h11 the body went out, so that the
+response is read and the connection pooled as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import h11
+import httpcore
 
 Advance = Callable[[int], None]
 Fill = Callable[[memoryview, Advance], int]
 AsyncFill = Callable[[memoryview, Advance], Awaitable[int]]
+AsyncSend = Callable[[Advance], Awaitable[None]]
 
 # Large enough that each call moves plenty; small enough for a lively progress bar.
 _STEP = 8 << 20
@@ -192,6 +202,112 @@ def _receive_rest(fd: int, view: memoryview, timeout: float | None, advance: Adv
             filled += got
             advance(got)
         return filled
+
+
+def async_direct_sender(
+    transport: Any, stream: object, pieces: Sequence[bytes | memoryview]
+) -> AsyncSend | None:
+    """A function sending ``pieces`` as the body ``stream`` stands for, or None.
+
+    To be called by ``stream`` (an ``httpx.AsyncByteStream``) when httpcore
+    starts iterating it: the head is then written, and the connection is the
+    one ``transport``'s pool assigned to the request carrying ``stream``.
+    The function takes a callback told each step's byte count. It raises
+    httpcore's ``WriteError`` when the connection breaks (httpcore then reads
+    whatever answer the server managed to send, as after any failed write)
+    and ``WriteTimeout`` when a wait to send outlasts the write timeout.
+    """
+    views = [memoryview(piece) for piece in pieces]
+    if not all(view.c_contiguous for view in views):
+        return None
+    views = [view.cast("B") if view.format != "B" or view.ndim != 1 else view for view in views]
+    length = sum(len(view) for view in views)
+    request, connection = _assigned(transport, stream)
+    if connection is None:
+        return None
+    state = getattr(connection, "_h11_state", None)
+    writer: Any = getattr(state, "_writer", None)
+    network: Any = getattr(connection, "_network_stream", None)
+    anyio_stream: Any = getattr(network, "_stream", None)
+    asyncio_transport: Any = getattr(anyio_stream, "_transport", None)
+    if (
+        not isinstance(state, h11.Connection)
+        or state.our_state is not h11.SEND_BODY
+        or type(writer).__name__ != "ContentLengthWriter"
+        or getattr(writer, "_length", None) != length
+        or type(network).__name__ != "AnyIOStream"
+        or type(anyio_stream).__name__ != "SocketStream"
+        or not isinstance(asyncio_transport, asyncio.Transport)
+        or asyncio_transport.is_closing()
+        # Anything of the head still queued would go out after the body.
+        or asyncio_transport.get_write_buffer_size()
+        or network.get_extra_info("ssl_object") is not None
+    ):
+        return None
+    sock = network.get_extra_info("socket")
+    if sock is None:
+        return None
+    timeout = (request.extensions.get("timeout") or {}).get("write")
+
+    async def send(advance: Advance) -> None:
+        # The worker owns its duplicate descriptor and always runs to the end;
+        # on cancellation the socket is shut down under it, which ends it at
+        # once (the connection is then closed: h11 never saw the body end).
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        done = asyncio.get_running_loop().run_in_executor(
+            None, _send_all, raw, views, timeout, advance
+        )
+        try:
+            sent: int = await asyncio.shield(done)
+        except BaseException:
+            if not done.done():
+                done.add_done_callback(_retrieve)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            raise
+        writer._length -= sent  # now 0: h11 lets httpcore end the message
+
+    return send
+
+
+def _send_all(
+    raw: socket.socket, views: list[memoryview], timeout: float | None, advance: Advance
+) -> int:
+    sent = 0
+    with raw:
+        # A timeout, never blocking mode: see _receive_rest.
+        raw.settimeout(timeout if timeout is not None else _NO_TIMEOUT)
+        try:
+            for view in views:
+                start = 0
+                while start < len(view):
+                    got = raw.send(view[start : start + _STEP])
+                    start += got
+                    sent += got
+                    advance(got)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(exc) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(exc) from exc
+    return sent
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    # The caller is gone; an error here (the shut-down socket's) is expected.
+    future.exception()
+
+
+def _assigned(transport: Any, stream: object) -> tuple[Any, Any]:
+    """The httpcore request carrying ``stream`` in ``transport``'s pool, and its connection."""
+    pool = getattr(transport, "_pool", None)
+    for pool_request in getattr(pool, "_requests", ()):
+        request = getattr(pool_request, "request", None)
+        if getattr(request, "stream", None) is stream:
+            connection = getattr(getattr(pool_request, "connection", None), "_connection", None)
+            if type(connection).__name__ == "AsyncHTTP11Connection":
+                return request, connection
+            break
+    return None, None
 
 
 def _connection(stream: Any) -> Any:
