@@ -147,9 +147,9 @@ def main() -> None:
         elif isinstance(peer, Memcpy):
             peer.prepare(spec["n"])
         elif kind == "download":
-            peer.download(spec["n"] if spec.get("warm") else 1)
+            peer.download(1)
         else:
-            peer.upload(np.arange(spec["n"] if spec.get("warm") else 1, dtype=np.float64))
+            peer.upload(np.arange(1, dtype=np.float64))
     print("ready", flush=True)
     sys.stdin.readline()
     watch = PeakWatch("self")

@@ -5,8 +5,9 @@ one connection at a time. A request is one letter and a size: ``G`` asks for
 that many bytes, ``P`` announces that many; the server answers ``P`` with
 eight bytes once all arrived. The buffer is the same float64 array the other
 servers create (so the client can check what arrived); it is made on the first
-request of a size and reused by the next ones, so repeated figures are the
-loopback's alone.
+request of a size on a connection and reused by its next ones, so repeated
+figures are the loopback's alone (a new connection, that is a new measurement,
+makes its own: its peak memory is seen).
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def main() -> None:
     """Listen on 127.0.0.1 only, print the port, serve connections forever."""
     listener = socket.create_server(("127.0.0.1", 0))
     print(listener.getsockname()[1], flush=True)
-    buffers: dict[int, memoryview] = {}
     while True:
         conn, _ = listener.accept()
         with conn:
-            serve(conn, buffers)
+            serve(conn, {})
 
 
 if __name__ == "__main__":
