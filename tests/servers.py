@@ -30,6 +30,16 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server started by a test, and kill it if it does not stop."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def django_command(env: dict[str, str], cwd: Path, *args: str) -> str:
     """Run ``python -m django ARGS`` in its own process, as an operator would; its stdout."""
     done = subprocess.run(

@@ -25,7 +25,7 @@ import pytest
 
 from servicewire import Client
 from servicewire.errors import Unauthorized
-from tests.servers import django_command, free_port, wait_for_port
+from tests.servers import django_command, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.production
 
@@ -106,12 +106,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(url=f"http://127.0.0.1:{port}/services/", env=env, access_log=access_log)
     finally:
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process)
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[attr-defined]
         admin.close()  # type: ignore[attr-defined]
 
