@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import inspect
 import io
@@ -74,6 +73,7 @@ from django.core.handlers.base import BaseHandler
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
+from servicewire import sending
 from servicewire.conf import get_settings
 from servicewire.segments import receive_buffer
 
@@ -89,11 +89,6 @@ DIRECT_BODY_MIN: Final = 64 * 1024
 #: Idle request threads kept for the next requests; more are made when needed.
 IDLE_THREADS: Final = 32
 
-# Set while this handler serves a request: servicewire's views then stream
-# large responses with an asynchronous iterator (servicewire.views).
-serving: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "servicewire_asgi_serving", default=False
-)
 
 _OWN_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 
@@ -152,7 +147,7 @@ class ASGIHandler(DjangoASGIHandler):
             caches[alias] = own[alias]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = serving.set(True)
+        token = sending.under_asgi.set(True)
         try:
             kind = _view_kind(_urlconf(), _path_info(scope))
             plan = _body_plan(scope) if kind == "call" else None
@@ -163,7 +158,7 @@ class ASGIHandler(DjangoASGIHandler):
             else:
                 await self._handle_own(scope, receive, send)
         finally:
-            serving.reset(token)
+            sending.under_asgi.reset(token)
 
     async def _handle_own(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one of servicewire's views: Django's ``handle``, in fewer thread hops.

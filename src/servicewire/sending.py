@@ -24,12 +24,16 @@ code, with its own response object, framing the body by ``Content-Length``:
 no middleware stands between them to transform the body, and the connection
 speaks HTTP/1.x. Anything else (another server, a wrapping middleware,
 HTTP/2, chunked framing) gets the same bytes the portable way.
+
+Under :mod:`servicewire.asgi` the body is an asynchronous iterator of views
+instead (:func:`body` chooses), which the ASGI handler sends as messages.
 """
 
 from __future__ import annotations
 
+import contextvars
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
 from wsgiref.handlers import SimpleHandler
@@ -39,9 +43,36 @@ from servicewire.segments import Segment
 # The size of the pieces yielded the portable way: they stay in the CPU cache
 # and in the allocator's heap instead of costing fresh pages each.
 PIECE = 512 * 1024
+# Set by servicewire.asgi while it serves a request: a large body is then an
+# asynchronous iterator, which Django's ASGI handler streams as it comes
+# instead of collecting it whole first.
+under_asgi: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "servicewire_under_asgi", default=False
+)
 # Direct writes go in slices of this size, so that the server's count of bytes
 # sent stays close to the truth if the client goes away midway.
 _DIRECT_SLICE = 8 << 20
+
+
+def body(
+    segments: list[Segment], environ: Mapping[str, Any] | None
+) -> Iterator[bytes] | AsyncIterator[Segment]:
+    """The streamed body made of ``segments``, for the server serving this request."""
+    return async_pieces(segments) if under_asgi.get() else pieces(segments, environ)
+
+
+async def async_pieces(segments: list[Segment]) -> AsyncIterator[Segment]:
+    """The segments in pieces of at most :data:`PIECE` bytes, for an ASGI server.
+
+    Django's response makes ``bytes`` of each view (one copy, as under WSGI);
+    each piece is one message to the server.
+    """
+    for segment in segments:
+        if isinstance(segment, bytes):
+            yield segment
+            continue
+        for start in range(0, len(segment), PIECE):
+            yield segment[start : start + PIECE]
 
 
 def pieces(segments: list[Segment], environ: Mapping[str, Any] | None) -> Iterator[bytes]:

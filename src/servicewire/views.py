@@ -14,7 +14,7 @@ import logging
 import re
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from servicewire import asgi, audit, codecs, compression, receiving, sending, throttle, tokens
+from servicewire import audit, codecs, compression, receiving, sending, throttle, tokens
 from servicewire.audit import AuditRecord
 from servicewire.auth import Caller, authenticate
 from servicewire.codecs import Codec
@@ -50,7 +50,7 @@ from servicewire.errors import (
 from servicewire.openapi import openapi_document
 from servicewire.pickling import pickle_codec
 from servicewire.registry import Service, registry
-from servicewire.segments import Segment, body_size
+from servicewire.segments import body_size
 
 logger = logging.getLogger("servicewire")
 
@@ -115,13 +115,10 @@ def _value_response(value: Any, exchange: _Exchange, request: HttpRequest) -> Ht
         return packed
     if len(segments) == 1:
         return _response(bytes(segments[0]), exchange)
-    # Served by servicewire.asgi: an asynchronous iterator, which Django's
-    # ASGI handler streams as it comes instead of collecting it whole first.
-    if asgi.serving.get():
-        content: Iterator[bytes] | AsyncIterator[Segment] = _send_async(segments)
-    else:
-        content = sending.pieces(segments, getattr(request, "environ", None))
-    response = StreamingHttpResponse(content, content_type=exchange.codec.content_type)
+    response = StreamingHttpResponse(
+        sending.body(segments, getattr(request, "environ", None)),
+        content_type=exchange.codec.content_type,
+    )
     response["Content-Length"] = str(size)
     response["X-Request-ID"] = exchange.request_id
     return response
@@ -459,17 +456,3 @@ def openapi(request: HttpRequest) -> HttpResponseBase:
 def token(request: HttpRequest) -> HttpResponseBase:
     """``POST <mount>/_auth/token``: trade a credential for a short-lived token."""
     return _audited(request, "_auth/token", _token)
-
-
-async def _send_async(segments: list[Segment]) -> AsyncIterator[Segment]:
-    """The segments in pieces of at most ``sending.PIECE`` bytes, for an ASGI server.
-
-    Django's response makes ``bytes`` of each view (one copy, as under WSGI);
-    each piece is one message to the server.
-    """
-    for segment in segments:
-        if isinstance(segment, bytes):
-            yield segment
-            continue
-        for start in range(0, len(segment), sending.PIECE):
-            yield segment[start : start + sending.PIECE]
