@@ -96,10 +96,26 @@ def _body(response: Any, length: int, network_type: str) -> tuple[_Body, Any] | 
     return _Body(state, reader, length), network
 
 
-def _read_timeout(response: Any) -> float | None:
-    request = getattr(response, "request", None)
-    timeout = (getattr(request, "extensions", {}).get("timeout") or {}).get("read")
+def _timeout(request: Any, kind: str) -> float | None:
+    """The request's ``read`` or ``write`` timeout, as httpx sets it (None: none)."""
+    timeout = (getattr(request, "extensions", {}).get("timeout") or {}).get(kind)
     return float(timeout) if timeout is not None else None
+
+
+def _plain_asyncio(network: Any) -> tuple[Any, asyncio.Transport, Any] | None:
+    """anyio's socket stream under httpcore's, its asyncio transport and its socket:
+    None unless the connection is plain TCP (no TLS) on asyncio's own transport."""
+    stream: Any = getattr(network, "_stream", None)
+    transport: Any = getattr(stream, "_transport", None)
+    sock = network.get_extra_info("socket")
+    if (
+        type(stream).__name__ != "SocketStream"
+        or sock is None
+        or not isinstance(transport, asyncio.Transport)
+        or network.get_extra_info("ssl_object") is not None
+    ):
+        return None
+    return stream, transport, sock
 
 
 def direct_reader(response: Any, length: int) -> Fill | None:
@@ -116,7 +132,7 @@ def direct_reader(response: Any, length: int) -> Fill | None:
     receive_into = getattr(sock, "recv_into", None)
     if receive_into is None:
         return None
-    timeout = _read_timeout(response)
+    timeout = _timeout(getattr(response, "request", None), "read")
 
     def fill(view: memoryview, advance: Advance) -> int:
         filled, over = body.take_buffered(view, advance)
@@ -145,23 +161,15 @@ def async_direct_reader(response: Any, length: int) -> AsyncFill | None:
     watch one its transport owns), leaving the event loop free meanwhile.
     """
     found = _body(response, length, "AnyIOStream")
-    if found is None:
+    plain = _plain_asyncio(found[1]) if found is not None else None
+    if found is None or plain is None:
         return None
-    body, network = found
-    stream: Any = getattr(network, "_stream", None)
+    body = found[0]
+    stream, transport, sock = plain
     protocol: Any = getattr(stream, "_protocol", None)
-    transport: Any = getattr(stream, "_transport", None)
-    sock = network.get_extra_info("socket")
-    if (
-        type(stream).__name__ != "SocketStream"
-        or sock is None
-        or not hasattr(protocol, "read_queue")
-        or not isinstance(transport, asyncio.Transport)
-        or transport.is_reading()
-        or network.get_extra_info("ssl_object") is not None
-    ):
+    if not hasattr(protocol, "read_queue") or transport.is_reading():
         return None
-    timeout = _read_timeout(response)
+    timeout = _timeout(getattr(response, "request", None), "read")
 
     async def fill(view: memoryview, advance: Advance) -> int:
         filled, over = body.take_buffered(view, advance)
@@ -228,26 +236,20 @@ def async_direct_sender(
     state = getattr(connection, "_h11_state", None)
     writer: Any = getattr(state, "_writer", None)
     network: Any = getattr(connection, "_network_stream", None)
-    anyio_stream: Any = getattr(network, "_stream", None)
-    asyncio_transport: Any = getattr(anyio_stream, "_transport", None)
+    plain = _plain_asyncio(network) if type(network).__name__ == "AnyIOStream" else None
     if (
-        not isinstance(state, h11.Connection)
+        plain is None
+        or not isinstance(state, h11.Connection)
         or state.our_state is not h11.SEND_BODY
         or type(writer).__name__ != "ContentLengthWriter"
         or getattr(writer, "_length", None) != length
-        or type(network).__name__ != "AnyIOStream"
-        or type(anyio_stream).__name__ != "SocketStream"
-        or not isinstance(asyncio_transport, asyncio.Transport)
-        or asyncio_transport.is_closing()
-        # Anything of the head still queued would go out after the body.
-        or asyncio_transport.get_write_buffer_size()
-        or network.get_extra_info("ssl_object") is not None
     ):
         return None
-    sock = network.get_extra_info("socket")
-    if sock is None:
+    _, asyncio_transport, sock = plain
+    # Anything of the head still queued would go out after the body.
+    if asyncio_transport.is_closing() or asyncio_transport.get_write_buffer_size():
         return None
-    timeout = (request.extensions.get("timeout") or {}).get("write")
+    timeout = _timeout(request, "write")
 
     async def send(advance: Advance) -> None:
         # The worker owns its duplicate descriptor and always runs to the end;
