@@ -145,7 +145,8 @@ def test_bad_bodies_raise_bad_request_with_a_clear_message(
 ) -> None:
     with pytest.raises(BadRequest) as caught:
         codec.decode(body)
-    assert message in caught.value.message
+    # Case aside: the wording comes from msgspec, whose releases capitalise differently.
+    assert message.lower() in caught.value.message.lower()
     assert "Traceback" not in caught.value.message
     assert caught.value.status == 400
 
