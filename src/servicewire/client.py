@@ -38,9 +38,10 @@ from servicewire import codecs, compression, errors
 from servicewire.credentials import BearerAuth, TokenAuth
 from servicewire.pickling import pickle_codec
 from servicewire.progress import Meter, Progress
-from servicewire.rawbody import async_direct_reader, async_direct_sender, direct_reader
+from servicewire.rawbody import direct_reader
 from servicewire.segments import Segment, body_size, receive_buffer
 from servicewire.signing import SignatureAuth
+from servicewire.transport import AsyncTransport, DirectBody, direct_receiver
 
 __all__ = ["RESPONSE_LIMITS", "AsyncClient", "Client"]
 
@@ -149,7 +150,7 @@ class _Cookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
-class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
+class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream, DirectBody):
     """A request body sent from its segments, piece by piece, never joined.
 
     httpcore copies what is left of a ``bytes`` body after every partial
@@ -158,15 +159,13 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
     Each piece is copied once (h11 would join a view into new bytes anyway).
     The stream can be sent again (an auth flow may resend a request), and
     ``pieces`` lets :class:`~servicewire.signing.SignatureAuth` hash the body
-    as it lies. Given the async client's transport, a body of at least
-    :data:`_DIRECT_MIN` bytes goes straight to the socket when it can
-    (:func:`~servicewire.rawbody.async_direct_sender`).
+    as it lies. The async client's transport sends it from the segments'
+    own memory instead (:class:`~servicewire.transport.DirectBody`).
     """
 
-    def __init__(self, segments: list[Segment], meter: Meter, transport: object = None) -> None:
+    def __init__(self, segments: list[Segment], meter: Meter) -> None:
         self.pieces = segments
         self._meter = meter
-        self._transport = transport
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self._pieces():
@@ -184,17 +183,18 @@ class _Upload(httpx.SyncByteStream, httpx.AsyncByteStream):
                 yield bytes(view[start : start + _UPLOAD_PIECE])
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        send = (
-            async_direct_sender(self._transport, self, self.pieces)
-            if self._transport is not None
-            else None
-        )
-        if send is not None:
-            await send(self._meter.update)
-            self._meter.close()
-            return
         for piece in self:
             yield piece
+
+    def buffers(self) -> list[memoryview] | None:
+        # Segments are bytes and 1-dimensional byte views (servicewire.segments).
+        return [memoryview(segment) for segment in self.pieces]
+
+    def sent(self, count: int) -> None:
+        self._meter.update(count)
+
+    def finished(self) -> None:
+        self._meter.close()
 
 
 def _http_request(
@@ -216,12 +216,7 @@ def _http_request(
     # An explicit length: WSGI servers need it, and httpx then sends no chunked framing.
     headers = {**request.shared, **request.headers, "Content-Length": str(size)}
     built = http.build_request(request.method, request.url, headers=headers)
-    transport = (
-        http._transport_for_url(built.url)
-        if isinstance(http, httpx.AsyncClient) and size >= _DIRECT_MIN
-        else None
-    )
-    built.stream = _Upload(body, progress.meter(f"{request.what} up", size), transport)
+    built.stream = _Upload(body, progress.meter(f"{request.what} up", size))
     return built
 
 
@@ -315,10 +310,10 @@ class _BodyBuffer:
     async def areceive_directly(self, response: httpx.Response) -> bool:
         """:meth:`receive_directly` for the async client."""
         length = self._direct_length()
-        fill = async_direct_reader(response, length) if length is not None else None
-        if fill is None:
+        receive = direct_receiver(response) if length is not None else None
+        if receive is None:
             return False
-        self._filled = await fill(memoryview(self._data).cast("B"), self._meter.update)
+        self._filled = await receive(memoryview(self._data).cast("B"), self._meter.update)
         return True
 
     def _direct_length(self) -> int | None:
@@ -794,7 +789,9 @@ class AsyncClient(_BaseClient):
     _http: httpx.AsyncClient
 
     def _open(self, **options: Any) -> None:
-        self._http = httpx.AsyncClient(**options)
+        # Plain HTTP goes through servicewire's own connections, the rest through httpx's.
+        fallback = httpx.AsyncHTTPTransport(verify=options["verify"])
+        self._http = httpx.AsyncClient(transport=AsyncTransport(fallback), **options)
 
     async def call(self, name: str, /, **arguments: Any) -> Any:
         """Call the service ``name`` with keyword arguments; see :meth:`Client.call`."""
