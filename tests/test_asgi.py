@@ -222,7 +222,20 @@ def test_every_call_leaves_one_audit_entry(site: Site) -> None:
 # made to do over a socket (it reports a short body as a disconnect).
 
 
-async def _serve(scope_headers: dict[str, str], messages: list[dict[str, Any]]) -> list[Any]:
+def _echo_headers(key: str, length: int) -> dict[str, str]:
+    return {
+        "Host": "127.0.0.1",
+        "Authorization": f"Bearer {key}",
+        "Content-Type": MSGPACK,
+        "Content-Length": str(length),
+    }
+
+
+async def _serve(
+    scope_headers: dict[str, str], messages: list[dict[str, Any]], leaves_after: int = 0
+) -> list[Any]:
+    """What the handler sends for ``messages``; with ``leaves_after``, the
+    client disconnects once that many pieces of the answer have come."""
     from servicewire.asgi import get_asgi_application
 
     application = get_asgi_application()
@@ -241,6 +254,9 @@ async def _serve(scope_headers: dict[str, str], messages: list[dict[str, Any]]) 
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body"):
             done.set()
+        if leaves_after and len(sent) > leaves_after:
+            done.set()
+            await asyncio.sleep(0)  # the disconnect is noticed while the answer goes out
 
     scope = {
         "type": "http",
@@ -264,12 +280,7 @@ async def _serve(scope_headers: dict[str, str], messages: list[dict[str, Any]]) 
 @pytest.mark.parametrize("size", [1000, 200_000], ids=["small", "large"])
 def test_a_body_shorter_than_its_content_length_is_400(key: str, size: int) -> None:
     whole = codecs.MSGPACK.encode({"value": b"v" * size})
-    headers = {
-        "Host": "127.0.0.1",
-        "Authorization": f"Bearer {key}",
-        "Content-Type": MSGPACK,
-        "Content-Length": str(len(whole) + 10),
-    }
+    headers = _echo_headers(key, len(whole) + 10)
     half = len(whole) // 2
     sent = asyncio.run(
         _serve(
@@ -291,12 +302,7 @@ def test_a_body_shorter_than_its_content_length_is_400(key: str, size: int) -> N
 def test_a_streamed_response_comes_whole_in_few_messages(key: str) -> None:
     value = np.arange(1_000_000, dtype=np.float64)
     whole = codecs.MSGPACK.encode({"value": value})
-    headers = {
-        "Host": "127.0.0.1",
-        "Authorization": f"Bearer {key}",
-        "Content-Type": MSGPACK,
-        "Content-Length": str(len(whole)),
-    }
+    headers = _echo_headers(key, len(whole))
     sent = asyncio.run(_serve(headers, [{"type": "http.request", "body": whole}]))
     assert sent[0]["status"] == 200
     bodies = [bytes(m.get("body", b"")) for m in sent[1:]]
@@ -312,12 +318,7 @@ def test_a_large_body_is_freed_when_its_call_ends(key: str) -> None:
     # served since the garbage collector last ran (which can be several
     # large uploads): nothing of the request outlives it in a reference cycle.
     whole = codecs.MSGPACK.encode({"value": b"v" * 4_000_000})
-    headers = {
-        "Host": "127.0.0.1",
-        "Authorization": f"Bearer {key}",
-        "Content-Type": MSGPACK,
-        "Content-Length": str(len(whole)),
-    }
+    headers = _echo_headers(key, len(whole))
     call = [{"type": "http.request", "body": whole}]
     assert asyncio.run(_serve(headers, call))[0]["status"] == 200  # imports what it needs
     gc.collect()
@@ -351,12 +352,7 @@ def test_a_call_starts_and_finishes_once_in_its_request_thread(key: str) -> None
         seen.append(("finished", threading.current_thread().name))
 
     whole = codecs.MSGPACK.encode({"value": [1, 2, 3]})
-    headers = {
-        "Host": "127.0.0.1",
-        "Authorization": f"Bearer {key}",
-        "Content-Type": MSGPACK,
-        "Content-Length": str(len(whole)),
-    }
+    headers = _echo_headers(key, len(whole))
     signals.request_started.connect(started)
     signals.request_finished.connect(finished)
     try:
@@ -369,3 +365,28 @@ def test_a_call_starts_and_finishes_once_in_its_request_thread(key: str) -> None
     assert codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS) == [1, 2, 3]
     assert [event for event, _ in seen] == ["started", "finished"]
     assert all(thread.startswith("servicewire-asgi") for _, thread in seen)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_answer_stops_when_its_client_leaves(key: str) -> None:
+    # A large answer is not encoded to its end for nobody: the client's
+    # disconnect stops it, and the request still finishes exactly once.
+    from django.core import signals
+
+    finished: list[str] = []
+
+    def on_finished(**kwargs: Any) -> None:
+        finished.append(threading.current_thread().name)
+
+    value = np.arange(4_000_000, dtype=np.float64)  # 32 MB: 61 pieces of 512 KiB
+    whole = codecs.MSGPACK.encode({"value": value})
+    headers = _echo_headers(key, len(whole))
+    signals.request_finished.connect(on_finished)
+    try:
+        sent = asyncio.run(_serve(headers, [{"type": "http.request", "body": whole}], 3))
+    finally:
+        signals.request_finished.disconnect(on_finished)
+    assert sent[0]["status"] == 200
+    assert 3 <= len(sent) < 10
+    assert len(finished) == 1
+    assert finished[0].startswith("servicewire-asgi")
