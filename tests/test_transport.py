@@ -397,3 +397,29 @@ def test_https_goes_through_httpx_with_the_certificate_checked(
     # The same server, without the context that trusts its certificate: refused.
     with pytest.raises(errors.TransportError, match="CERTIFICATE_VERIFY_FAILED"):
         asyncio.run(call(True))
+
+
+def test_a_proxy_named_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As with httpx's own transport: HTTP_PROXY sends the call to the proxy,
+    # which gets the site's whole URL on its request line.
+    seen: list[bytes] = []
+
+    class Proxy(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            seen.append(self.rfile.readline())
+            self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Proxy) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+
+            async def run() -> None:
+                async with AsyncClient("http://192.0.2.1:9/services/", key=KEY) as sw:
+                    await sw.call("add", a=1, b=2)
+
+            with pytest.raises(errors.ServiceError):
+                asyncio.run(asyncio.wait_for(run(), 30))
+        finally:
+            proxy.shutdown()
+    assert seen and seen[0].startswith(b"POST http://192.0.2.1:9/services/add ")

@@ -24,6 +24,8 @@ import os
 import re
 import ssl
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -789,6 +791,10 @@ class AsyncClient(_BaseClient):
     _http: httpx.AsyncClient
 
     def _open(self, **options: Any) -> None:
+        if _proxy_in_environment(self._url):
+            # httpx applies HTTP_PROXY and its kin only to a client of its own transport.
+            self._http = httpx.AsyncClient(**options)
+            return
         # Plain HTTP goes through servicewire's own connections, the rest through httpx's.
         fallback = httpx.AsyncHTTPTransport(verify=options["verify"])
         self._http = httpx.AsyncClient(transport=AsyncTransport(fallback), **options)
@@ -833,3 +839,10 @@ class AsyncClient(_BaseClient):
         except (httpx.HTTPError, OSError, h11.ProtocolError) as exc:
             raise self._network_error(request, exc) from exc
         return self._interpret(request, response, buffer.result(), started)
+
+
+def _proxy_in_environment(url: str) -> bool:
+    """Whether the environment names a proxy for ``url``'s scheme (httpx reads
+    the same variables; it also judges ``NO_PROXY`` then)."""
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(urllib.parse.urlsplit(url).scheme) or proxies.get("all"))

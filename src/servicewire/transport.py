@@ -14,9 +14,10 @@ caller's memory as they lie: an upload made of buffers
 length can be received straight into the caller's buffer
 (:func:`direct_receiver`).
 
-Only plain ``http://`` URLs are served here; anything else (``https://``,
-and URLs that httpx routes to a proxy, which never reach this transport) goes
-to httpx's own transport, given as ``fallback``.
+Only plain ``http://`` URLs are served here; ``https://`` goes to httpx's
+own transport, given as ``fallback``. A client whose environment names a
+proxy (``HTTP_PROXY`` and its kin) does not use this transport at all, so
+that httpx routes it as it would without servicewire.
 """
 
 from __future__ import annotations
