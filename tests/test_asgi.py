@@ -232,10 +232,14 @@ def _echo_headers(key: str, length: int) -> dict[str, str]:
 
 
 async def _serve(
-    scope_headers: dict[str, str], messages: list[dict[str, Any]], leaves_after: int = 0
+    scope_headers: dict[str, str],
+    messages: list[dict[str, Any]],
+    leaves_after: int = 0,
+    path: str = "/services/echo",
 ) -> list[Any]:
-    """What the handler sends for ``messages``; with ``leaves_after``, the
-    client disconnects once that many pieces of the answer have come."""
+    """What the handler sends for ``messages`` posted to ``path``; with
+    ``leaves_after``, the client disconnects once that many pieces of the
+    answer have come."""
     from servicewire.asgi import get_asgi_application
 
     application = get_asgi_application()
@@ -264,8 +268,8 @@ async def _serve(
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/services/echo",
-        "raw_path": b"/services/echo",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in scope_headers.items()],
@@ -390,3 +394,104 @@ def test_a_streamed_answer_stops_when_its_client_leaves(key: str) -> None:
     assert 3 <= len(sent) < 10
     assert len(finished) == 1
     assert finished[0].startswith("servicewire-asgi")
+
+
+def _call(key: str, path: str, payload: Any = None) -> list[Any]:
+    """The messages the handler sends for one call of ``path`` with ``payload``."""
+    whole = codecs.MSGPACK.encode(payload if payload is not None else {})
+    headers = _echo_headers(key, len(whole))
+    return [headers, [{"type": "http.request", "body": whole}], path]
+
+
+def _answer(sent: list[Any]) -> Any:
+    assert sent[0]["status"] == 200, sent
+    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    return codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_async_service_runs_on_the_servers_loop_and_reaches_the_orm(key: str) -> None:
+    # An async service is awaited on the event loop that serves the request,
+    # not on a loop of its own in some thread; what it hands back to
+    # synchronous code (sync_to_async, Django's async ORM) runs in the
+    # request's thread, which waits for it, without deadlocking.
+    from asgiref.sync import sync_to_async
+
+    from servicewire import service
+    from servicewire.models import AuditEntry, ClientApp
+    from servicewire.registry import registry
+
+    seen: dict[str, Any] = {}
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    @service(name="probe.loop")
+    async def probe() -> int:
+        seen["loop"] = asyncio.get_running_loop()
+        seen["sync"] = await sync_to_async(where)()
+        return await ClientApp.objects.acount()
+
+    async def serve() -> list[Any]:
+        seen["server"] = asyncio.get_running_loop()
+        headers, messages, path = _call(key, "/services/probe.loop")
+        return await _serve(headers, messages, path=path)
+
+    try:
+        answer = _answer(asyncio.run(serve()))
+    finally:
+        registry.remove("probe.loop")
+    assert answer == ClientApp.objects.count() == 1
+    assert seen["loop"] is seen["server"]
+    assert seen["sync"].startswith("servicewire-asgi")
+    assert AuditEntry.objects.filter(service="probe.loop", status=200).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_calls_in_progress_together_share_the_loop(key: str) -> None:
+    # Two async calls served at once each wait for the other: neither holds
+    # the loop (nor the other's thread) while it waits.
+    from servicewire import service
+    from servicewire.registry import registry
+
+    arrived: list[str] = []
+    both = asyncio.Event()
+
+    @service(name="probe.meet")
+    async def meet(who: str) -> list[str]:
+        arrived.append(who)
+        if len(arrived) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 20)
+        return sorted(arrived)
+
+    async def serve() -> list[list[Any]]:
+        calls = [_call(key, "/services/probe.meet", {"who": who}) for who in ("a", "b")]
+        return await asyncio.gather(*(_serve(h, m, path=p) for h, m, p in calls))
+
+    try:
+        answers = [_answer(sent) for sent in asyncio.run(serve())]
+    finally:
+        registry.remove("probe.meet")
+    assert answers == [["a", "b"], ["a", "b"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_async_services_error_is_its_callers_error(key: str) -> None:
+    from servicewire import ServiceError, service
+    from servicewire.registry import registry
+
+    @service(name="probe.fails")
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ServiceError("no such sample")
+
+    try:
+        headers, messages, path = _call(key, "/services/probe.fails")
+        sent = asyncio.run(_serve(headers, messages, path=path))
+    finally:
+        registry.remove("probe.fails")
+    assert sent[0]["status"] == 400
+    body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    error = codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS)["error"]
+    assert (error["type"], error["message"]) == ("ServiceError", "no such sample")

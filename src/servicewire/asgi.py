@@ -42,8 +42,12 @@ four differences, each for what Django's handler makes slow:
   context, a Redis cache opens a new connection per request too. Here each
   request still has a thread to itself for its whole duration, taken from a
   pool of idle ones, with that thread's database and cache connections, as
-  a threaded WSGI server does. (Needs asgiref 3.13 or later; older versions
-  get Django's behaviour.)
+  a threaded WSGI server does. A hop to that thread and back is one queue
+  put and one ``call_soon_threadsafe`` (:class:`~servicewire.threads.RequestThread`),
+  about half the CPU of asgiref's ``sync_to_async``; an async service is
+  awaited on the server's loop from there and its thread-sensitive calls
+  (Django's async ORM) come back to the same thread. (Needs asgiref 3.13 or
+  later; older versions get Django's behaviour.)
 - **servicewire's own views run in one hop.** They are synchronous:
   ``request_started``, their middleware chain and the view run in one call
   to the request's thread, as under WSGI, instead of one hop there and back
@@ -54,13 +58,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import io
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, TypeVar, cast
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
@@ -76,9 +80,11 @@ from django.urls import Resolver404, get_resolver, set_script_prefix
 from servicewire import sending
 from servicewire.conf import get_settings
 from servicewire.segments import receive_buffer
+from servicewire.threads import RequestThread
 
 __all__ = ["DIRECT_BODY_MIN", "ASGIHandler", "get_asgi_application"]
 
+_T = TypeVar("_T")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -91,6 +97,8 @@ IDLE_THREADS: Final = 32
 
 
 _OWN_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+# The thread of the request being served (servicewire's own views only use it).
+_thread: contextvars.ContextVar[RequestThread] = contextvars.ContextVar("servicewire_thread")
 
 
 def get_asgi_application() -> ASGIHandler:
@@ -111,9 +119,9 @@ class ASGIHandler(DjangoASGIHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[RequestThread] = []
         # Each request thread's own cache objects (and so their connections).
-        self._caches: dict[ThreadPoolExecutor, dict[str, BaseCache]] = {}
+        self._caches: dict[RequestThread, dict[str, BaseCache]] = {}
         # The same middleware as a synchronous chain, as a WSGI handler has it.
         self._sync = BaseHandler()
         self._sync.load_middleware(is_async=False)
@@ -123,19 +131,21 @@ class ASGIHandler(DjangoASGIHandler):
             await super().__call__(scope, receive, send)
             return
         # Only the event loop's thread touches the pool: no lock needed.
-        executor = self._idle.pop() if self._idle else _new_thread()
+        executor = self._idle.pop() if self._idle else RequestThread()
+        token = _thread.set(executor)
         try:
             self._use_thread_caches(executor)
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
+            _thread.reset(token)
             if len(self._idle) < IDLE_THREADS:
                 self._idle.append(executor)
             else:
                 executor.shutdown(wait=False)
                 self._caches.pop(executor, None)
 
-    def _use_thread_caches(self, executor: ThreadPoolExecutor) -> None:
+    def _use_thread_caches(self, executor: RequestThread) -> None:
         # Django keeps cache objects per context under ASGI, so each request
         # would make its own, and a Redis cache a new connection per request.
         # Here they belong to the request's thread, as under a threaded WSGI
@@ -188,7 +198,7 @@ class ASGIHandler(DjangoASGIHandler):
                 assert refusal is not None
                 await signals.request_started.asend(sender=self.__class__, scope=scope)
                 await self.send_response(refusal, send)
-                await sync_to_async(refusal.close)()
+                await _in_request_thread(refusal.close)
                 return
             if isinstance(receive, _PlannedReceive) and receive.refuse:
                 # The body was left unread for a 413: take what still
@@ -207,7 +217,7 @@ class ASGIHandler(DjangoASGIHandler):
     async def _answer(
         self, scope: Scope, request: HttpRequest, receive: Receive, send: Send
     ) -> None:
-        response = await sync_to_async(self._response)(scope, request)
+        response = await _in_request_thread(functools.partial(self._response, scope, request))
         if not response.streaming:
             # Already closed in the request's thread.
             await self.send_response(response, send)
@@ -222,7 +232,7 @@ class ASGIHandler(DjangoASGIHandler):
                 await _cancelled(streaming)
                 await _cancelled(listening)
             finally:
-                await sync_to_async(response.close)()
+                await _in_request_thread(response.close)
 
     async def _send_streamed(self, response: HttpResponseBase, send: Send) -> None:
         # A client gone while the answer is sent is no error of the view's.
@@ -279,16 +289,20 @@ class ASGIHandler(DjangoASGIHandler):
             pass
 
 
+async def _in_request_thread(fn: Callable[[], _T]) -> _T:
+    """``fn()`` in the request's thread: one hop there and back."""
+    thread = _thread.get(None)
+    if thread is None:  # an older asgiref: Django's own threads
+        return await sync_to_async(fn)()
+    return await thread.run(fn)
+
+
 async def _cancelled(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` if it still runs, and wait for it to end."""
     if not task.done():
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, RequestAborted):
         await task
-
-
-def _new_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="servicewire-asgi")
 
 
 class _BodyPlan:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.http import (
@@ -51,6 +50,7 @@ from servicewire.openapi import openapi_document
 from servicewire.pickling import pickle_codec
 from servicewire.registry import Service, registry
 from servicewire.segments import body_size
+from servicewire.threads import coroutine_caller
 
 logger = logging.getLogger("servicewire")
 
@@ -262,7 +262,7 @@ def _find_service(name: str | Service, caller: Caller) -> Service:
 
 
 def _run(svc: Service, kwargs: dict[str, Any]) -> Any:
-    call: Callable[..., Any] = async_to_sync(svc.func) if svc.is_async else svc.func
+    call: Callable[..., Any] = coroutine_caller(svc.func) if svc.is_async else svc.func
     # The view itself runs outside ATOMIC_REQUESTS (so that the audit entry
     # survives a rollback); the service keeps the transaction the site asked for.
     if any(db.get("ATOMIC_REQUESTS") for db in django_settings.DATABASES.values()):
