@@ -236,13 +236,14 @@ async def _serve(
     messages: list[dict[str, Any]],
     leaves_after: int = 0,
     path: str = "/services/echo",
+    application: Any = None,
 ) -> list[Any]:
-    """What the handler sends for ``messages`` posted to ``path``; with
-    ``leaves_after``, the client disconnects once that many pieces of the
-    answer have come."""
+    """What ``application`` (a new handler by default) sends for ``messages``
+    posted to ``path``; with ``leaves_after``, the client disconnects once
+    that many pieces of the answer have come."""
     from servicewire.asgi import get_asgi_application
 
-    application = get_asgi_application()
+    application = application or get_asgi_application()
     sent: list[Any] = []
     done = asyncio.Event()
     pending = list(messages)
@@ -495,3 +496,36 @@ def test_an_async_services_error_is_its_callers_error(key: str) -> None:
     body = b"".join(bytes(m.get("body", b"")) for m in sent[1:])
     error = codecs.MSGPACK.decode(body, codecs.DEFAULT_LIMITS)["error"]
     assert (error["type"], error["message"]) == ("ServiceError", "no such sample")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_served_one_after_another_share_their_threads_cache(key: str) -> None:
+    # As under a threaded WSGI server, the requests a thread serves use its
+    # cache objects, and so its cache connections (a Redis cache would
+    # otherwise open a connection per call).
+    from django.core.cache import caches
+
+    from servicewire import service
+    from servicewire.asgi import get_asgi_application
+    from servicewire.registry import registry
+
+    @service(name="probe.cache")
+    def cache_used() -> list[Any]:
+        return [id(caches["default"]), threading.current_thread().name]
+
+    async def serve() -> list[Any]:
+        application = get_asgi_application()
+        answers = []
+        for _ in range(3):
+            headers, messages, path = _call(key, "/services/probe.cache")
+            answers.append(
+                _answer(await _serve(headers, messages, path=path, application=application))
+            )
+        return answers
+
+    try:
+        answers = asyncio.run(serve())
+    finally:
+        registry.remove("probe.cache")
+    assert answers[0][1].startswith("servicewire-asgi")
+    assert answers == [answers[0]] * 3

@@ -21,6 +21,14 @@ is one thread with one queue:
 Code in the thread that calls asgiref's ``async_to_sync`` itself still
 reaches the request's loop: the thread carries it as asgiref's own
 ``sync_to_async`` threads do.
+
+Each hop carries a copy of the sender's context, as asgiref's do. asgiref
+3.13 and later tag the data of a ``Local`` (Django's caches, the active
+translation and time zone) with the thread that set it and hide it from any
+other thread unless moved on purpose; a hop moves it on purpose, as asgiref's
+own do, so that what the event loop set is seen in the request's thread and
+what that thread set is seen by a coroutine it runs. Unlike asgiref, changes
+to context variables made at the far end of a hop are not copied back.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib
 import itertools
 import os
 import queue
@@ -37,6 +46,11 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync, async_to_sync
+
+# asgiref 3.13+ tags a Local's data with the thread it belongs to (private
+# API, looked up so that an asgiref without it is served as well); in older
+# versions a Local's data is visible in every thread and needs no moving.
+_LocalData: Any = getattr(importlib.import_module("asgiref.local"), "_Storage", None)
 
 __all__ = ["RequestThread", "coroutine_caller"]
 
@@ -99,6 +113,17 @@ class _Arrival:
 _Item = _Hop | _Submitted | _Arrival | None
 
 
+def _moved_here(fn: Callable[[], T]) -> T:
+    """``fn()``, with the data of asgiref ``Local`` objects in the current
+    context handed to this thread first (run inside the context)."""
+    if _LocalData is not None:
+        here = threading.get_ident()
+        for var, value in contextvars.copy_context().items():
+            if type(value) is _LocalData and value.thread_id != here:
+                var.set(_LocalData(here, value.data))
+    return fn()
+
+
 class RequestThread(Executor):
     """One thread running the synchronous code of one request at a time."""
 
@@ -157,7 +182,7 @@ class RequestThread(Executor):
         SyncToAsync.threadlocal.main_event_loop = hop.loop
         SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
         try:
-            result, error = hop.context.run(hop.fn), None
+            result, error = hop.context.run(_moved_here, hop.fn), None
         except BaseException as exc:
             result, error = None, exc
         finally:
@@ -177,7 +202,7 @@ class RequestThread(Executor):
             task.add_done_callback(lambda _: self._queue.put(arrival))
             started.append(task)
 
-        loop.call_soon_threadsafe(start, context=context)
+        loop.call_soon_threadsafe(_moved_here, start, context=context)
         stopping = False
         while not arrival.arrived:
             item = self._queue.get()
