@@ -1,8 +1,9 @@
 """uvicorn with several workers, each connection with ``TCP_NODELAY`` as it should be.
 
 ``python -m bench.asgi_server <app> --port N --workers W``: the same as
-``uvicorn <app> --host 127.0.0.1 --port N --workers W`` (supervisor and
-workers), with one difference. uvicorn's supervisor binds the listening
+``uvicorn <app> --host 127.0.0.1 --port N --workers W --http
+servicewire.uvicorn:HttpProtocol`` (supervisor and workers), with one
+difference. uvicorn's supervisor binds the listening
 socket itself with ``socket.socket(family)``, whose ``proto`` is 0; accepted
 connections inherit it, and asyncio only sets ``TCP_NODELAY`` on a socket
 whose ``proto`` is ``IPPROTO_TCP``. So with ``--workers 2`` or more and the
@@ -36,12 +37,18 @@ def main() -> None:
     parser.add_argument("app")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--http",
+        default="servicewire.uvicorn:HttpProtocol",
+        help="uvicorn's --http: servicewire's protocol (the default), or httptools for uvicorn's",
+    )
     args = parser.parse_args()
     config = _Config(
         args.app,
         host="127.0.0.1",
         port=args.port,
         workers=args.workers,
+        http=args.http,
         timeout_keep_alive=60,
         timeout_graceful_shutdown=5,
         log_level="warning",

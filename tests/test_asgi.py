@@ -2,8 +2,9 @@
 
 A module fixture writes a settings module and an ASGI entry point into a
 temporary folder, migrates a fresh SQLite database there, makes a key with the
-management command and serves the site with uvicorn on 127.0.0.1. Every call
-crosses a real socket, with both clients. Two behaviours no ASGI server can
+management command and serves the site with uvicorn on 127.0.0.1, once with
+uvicorn's HTTP protocol and once with servicewire's. Every call crosses a
+real socket, with both clients. Two behaviours no ASGI server can
 show over a socket (a body that ends before its ``Content-Length``) are
 checked by calling the handler directly.
 """
@@ -77,8 +78,12 @@ class Site:
             ).fetchall()
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["httptools", "servicewire.uvicorn:HttpProtocol"])
+def site(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Site]:
+    """The site under uvicorn's own HTTP protocol, and under servicewire's,
+    which reads large call bodies straight into their buffer."""
     folder = tmp_path_factory.mktemp("asgi-site")
     database = folder / "site.sqlite3"
     settings = SETTINGS.replace("@DATABASE@", repr(str(database)))
@@ -99,6 +104,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "asgi_site:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+    command += ["--http", request.param]
     process = subprocess.Popen(
         command,
         env=env,

@@ -88,6 +88,11 @@ _T = TypeVar("_T")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+ReceiveInto = Callable[[Any], Awaitable[int]]
+
+#: The ASGI extension of a server that reads a body into the application's
+#: buffer (:mod:`servicewire.uvicorn`).
+RECEIVE_INTO: Final = "servicewire.receive_into"
 
 #: Call bodies of at least this many bytes are received straight into their buffer.
 DIRECT_BODY_MIN: Final = 64 * 1024
@@ -162,7 +167,7 @@ class ASGIHandler(DjangoASGIHandler):
             kind = _view_kind(_urlconf(), _path_info(scope))
             plan = _body_plan(scope) if kind == "call" else None
             if plan is not None:
-                receive = plan.bind(receive)
+                receive = plan.bind(receive, _receive_into(scope))
             if kind is None:
                 await super().handle(scope, receive, send)
             else:
@@ -257,8 +262,12 @@ class ASGIHandler(DjangoASGIHandler):
         if receive.refuse:
             # Refused by the view from its Content-Length; nothing is buffered.
             return io.BytesIO()
+        if receive.into is not None:
+            body = await _read_into_buffer(receive.into, receive.length)
+        else:
+            body = await _receive_into_buffer(receive, receive.length)
         # A raw binary file: typeshed's IO[bytes] names more than Django uses.
-        return cast(IO[bytes], await _receive_into_buffer(receive, receive.length))
+        return cast(IO[bytes], body)
 
     def create_request(
         self, scope: Mapping[str, Any], body_file: IO[bytes]
@@ -314,22 +323,32 @@ class _BodyPlan:
         self.length = length
         self.refuse = refuse
 
-    def bind(self, receive: Receive) -> _PlannedReceive:
-        return _PlannedReceive(receive, self.length, self.refuse)
+    def bind(self, receive: Receive, into: ReceiveInto | None) -> _PlannedReceive:
+        return _PlannedReceive(receive, self.length, self.refuse, into)
 
 
 class _PlannedReceive:
     """The server's ``receive``, carrying what to do with the body to the handler's hooks."""
 
-    __slots__ = ("_receive", "length", "refuse")
+    __slots__ = ("_receive", "into", "length", "refuse")
 
-    def __init__(self, receive: Receive, length: int, refuse: bool) -> None:
+    def __init__(
+        self, receive: Receive, length: int, refuse: bool, into: ReceiveInto | None
+    ) -> None:
         self._receive = receive
         self.length = length
         self.refuse = refuse
+        self.into = into
 
     def __call__(self) -> Awaitable[Mapping[str, Any]]:
         return self._receive()
+
+
+def _receive_into(scope: Mapping[str, Any]) -> ReceiveInto | None:
+    """The server's way to read the body straight into a buffer, if it has one
+    (:mod:`servicewire.uvicorn`)."""
+    extension = scope.get("extensions", {}).get(RECEIVE_INTO)
+    return extension.get("receive_into") if isinstance(extension, dict) else None
 
 
 def _content_length(scope: Mapping[str, Any]) -> int | None:
@@ -447,3 +466,12 @@ async def _receive_into_buffer(receive: Receive, length: int) -> _BufferFile:
         if not message.get("more_body", False):
             break
     return _BufferFile(buffer, filled, complete=filled == length and not overflow)
+
+
+async def _read_into_buffer(receive_into: ReceiveInto, length: int) -> _BufferFile:
+    """The body read by the server straight into one buffer: no copy of ours."""
+    buffer = receive_buffer(length)
+    filled = await receive_into(memoryview(buffer).cast("B")[:length])
+    if filled < length:
+        raise RequestAborted  # the client left before the end of its body
+    return _BufferFile(buffer, filled, complete=True)
