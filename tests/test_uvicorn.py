@@ -11,6 +11,7 @@ goes on serving the next request in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import json
@@ -126,6 +127,10 @@ def port(request: pytest.FixtureRequest) -> Iterator[int]:
         thread.join(timeout=20)
 
 
+def _connection(port: int) -> contextlib.closing[http.client.HTTPConnection]:
+    return contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=60))
+
+
 def _post(connection: http.client.HTTPConnection, path: str, body: bytes) -> dict[str, Any]:
     connection.request("POST", path, body=body)
     response = connection.getresponse()
@@ -143,8 +148,7 @@ def test_a_body_read_into_the_buffer_arrives_whole_and_the_connection_goes_on(
     port: int, size: int
 ) -> None:
     body = os.urandom(size)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
+    with _connection(port) as connection:
         for _ in range(2):  # the same kept-alive connection, twice
             report = _post(connection, "/into", body)
             assert report == {
@@ -154,33 +158,25 @@ def test_a_body_read_into_the_buffer_arrives_whole_and_the_connection_goes_on(
                 "sha256": _digest(body),
             }
         assert _post(connection, "/messages", b"small")["sha256"] == _digest(b"small")
-    finally:
-        connection.close()
 
 
 def test_a_body_begun_with_receive_ends_in_the_buffer(port: int) -> None:
     body = os.urandom(5 * 2**20)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
+    with _connection(port) as connection:
         report = _post(connection, "/after-first", body)
         assert (report["length"], report["sha256"]) == (len(body), _digest(body))
         assert _post(connection, "/into", b"next")["sha256"] == _digest(b"next")
-    finally:
-        connection.close()
 
 
 def test_a_buffer_of_the_wrong_size_is_refused_and_changes_nothing(port: int) -> None:
     body = os.urandom(2 * 2**20)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
+    with _connection(port) as connection:
         report = _post(connection, "/wrong", body)
         # Nothing was received yet: the size named is the whole body's.
         assert report["error"] == (
             f"receive_into takes a buffer of the {len(body)} bytes left of the body, not of 1"
         )
         assert (report["length"], report["sha256"]) == (len(body), _digest(body))
-    finally:
-        connection.close()
 
 
 def test_pipelined_requests_are_answered_in_order(port: int) -> None:
@@ -215,13 +211,10 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(port: int) -> N
 
 
 def test_a_chunked_body_is_not_offered_the_extension(port: int) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
+    with _connection(port) as connection:
         connection.request("POST", "/into", body=iter([b"abc", b"def"]), encode_chunked=True)
         response = connection.getresponse()
         report = json.loads(response.read())
-    finally:
-        connection.close()
     assert report["offered"] is False and report["sha256"] == _digest(b"abcdef")
 
 
@@ -237,11 +230,8 @@ def test_a_client_leaving_half_way_through_its_body_leaves_the_server_serving(po
         time.sleep(0.02)
     assert len(_left_early) == 1
     assert _left_early[0]["length"] == length and _left_early[0]["filled"] <= length // 2
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
+    with _connection(port) as connection:
         assert _post(connection, "/into", b"still here")["sha256"] == _digest(b"still here")
-    finally:
-        connection.close()
 
 
 def _read_all(client: socket.socket) -> bytes:
