@@ -219,6 +219,7 @@ class Servers:
             sys.executable, "-m", "bench.asgi_server", "bench.site.asgi:application",
             "--port", str(port),
             "--workers", str(WORKERS),
+            "--http", os.environ.get("BENCH_ASGI_HTTP", "servicewire.uvicorn:HttpProtocol"),
         ]  # fmt: skip
         self._asgi = subprocess.Popen(command, env=env, cwd=ROOT)
         self._processes.append(self._asgi)

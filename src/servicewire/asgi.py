@@ -19,10 +19,12 @@ four differences, each for what Django's handler makes slow:
   (on disk above ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before the view starts, and
   the view then reads it back: a disk round trip and two more copies of an
   array. Here a call of a servicewire service with a ``Content-Length`` of
-  :data:`DIRECT_BODY_MIN` bytes or more is received from the ASGI messages
-  into one :func:`~servicewire.segments.receive_buffer` (one copy) and left on
-  the request as ``request.servicewire_body``, where
-  :mod:`servicewire.receiving` takes it. A body above the site's
+  :data:`DIRECT_BODY_MIN` bytes or more is received into one
+  :func:`~servicewire.segments.receive_buffer` and left on the request as
+  ``request.servicewire_body``: read from the socket straight into it where
+  the server offers the ``servicewire.receive_into`` extension
+  (:mod:`servicewire.uvicorn`), else copied into it from the ASGI messages
+  (one copy). :mod:`servicewire.receiving` takes it there. A body above the site's
   ``MAX_BODY_BYTES`` is not buffered at all: the view refuses it with 413
   from its ``Content-Length`` and what arrives is discarded as it comes.
   Requests to every other view are spooled exactly as by Django. The
