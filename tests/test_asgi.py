@@ -243,6 +243,7 @@ async def _serve(
     leaves_after: int = 0,
     path: str = "/services/echo",
     application: Any = None,
+    extensions: dict[str, Any] | None = None,
 ) -> list[Any]:
     """What ``application`` (a new handler by default) sends for ``messages``
     posted to ``path``; with ``leaves_after``, the client disconnects once
@@ -283,6 +284,8 @@ async def _serve(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
+    if extensions is not None:
+        scope["extensions"] = extensions
     await asyncio.wait_for(application(scope, receive, send), 60)
     return sent
 
@@ -321,6 +324,27 @@ def test_a_streamed_response_comes_whole_in_few_messages(key: str) -> None:
     np.testing.assert_array_equal(answer, value)
     # 8 MB in pieces of 512 KiB, not Django's 64 KiB ones.
     assert len(bodies) <= 8_000_000 // (512 * 1024) + 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_that_sends_views_gets_the_answer_uncopied(key: str) -> None:
+    value = np.arange(1_000_000, dtype=np.float64)
+    whole = codecs.MSGPACK.encode({"value": value})
+    headers = _echo_headers(key, len(whole))
+    call = [{"type": "http.request", "body": whole}]
+    plain = [m.get("body", b"") for m in asyncio.run(_serve(headers, call))[1:]]
+    views = [
+        m.get("body", b"")
+        for m in asyncio.run(_serve(headers, call, extensions={"servicewire.send_buffers": {}}))[1:]
+    ]
+    # Without the extension every piece is bytes, as ASGI says; with it the
+    # array's pieces are views of its memory. The same bytes either way.
+    assert all(type(body) is bytes for body in plain)
+    large = [body for body in views if isinstance(body, memoryview)]
+    assert sum(body.nbytes for body in large) >= value.nbytes
+    assert b"".join(views) == b"".join(plain)
+    answer = codecs.MSGPACK.decode(b"".join(views), codecs.DEFAULT_LIMITS)
+    np.testing.assert_array_equal(answer, value)
 
 
 @pytest.mark.django_db(transaction=True)

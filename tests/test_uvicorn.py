@@ -27,7 +27,7 @@ import pytest
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("httptools")
 
-from servicewire.uvicorn import EXTENSION, HttpProtocol  # noqa: E402
+from servicewire.uvicorn import EXTENSION, SEND_BUFFERS, HttpProtocol  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 LOOPS = ["asyncio"]
@@ -47,6 +47,18 @@ async def _answer(send: Any, status: int, report: dict[str, Any]) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _answer_in_views(send: Any, scope: dict[str, Any]) -> None:
+    """A 3 MB answer sent as memoryviews, where the server says it takes them."""
+    assert SEND_BUFFERS in scope.get("extensions", {})
+    data = memoryview(bytes(range(256)) * (3 * 2**12))
+    headers = [(b"content-length", b"%d" % len(data))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for start in range(0, len(data), 2**20):
+        piece = data[start : start + 2**20]
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _messages(receive: Any) -> bytes:
@@ -71,6 +83,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     extension = scope.get("extensions", {}).get(EXTENSION)
     path = scope["path"]
     report: dict[str, Any] = {"offered": extension is not None}
+    if path == "/views":
+        await _answer_in_views(send, scope)
+        return
     if extension is None or path not in ("/into", "/after-first", "/wrong"):
         body = await _messages(receive)
     elif path == "/wrong":
@@ -158,6 +173,15 @@ def test_a_body_read_into_the_buffer_arrives_whole_and_the_connection_goes_on(
                 "sha256": _digest(body),
             }
         assert _post(connection, "/messages", b"small")["sha256"] == _digest(b"small")
+
+
+def test_an_answer_sent_as_views_arrives_whole(port: int) -> None:
+    with _connection(port) as connection:
+        for _ in range(2):
+            connection.request("GET", "/views")
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.read() == bytes(range(256)) * (3 * 2**12)
 
 
 def test_a_body_begun_with_receive_ends_in_the_buffer(port: int) -> None:

@@ -95,6 +95,8 @@ ReceiveInto = Callable[[Any], Awaitable[int]]
 #: The ASGI extension of a server that reads a body into the application's
 #: buffer (:mod:`servicewire.uvicorn`).
 RECEIVE_INTO: Final = "servicewire.receive_into"
+#: The ASGI extension of a server that sends any buffer as a response body.
+SEND_BUFFERS: Final = "servicewire.send_buffers"
 
 #: Call bodies of at least this many bytes are received straight into their buffer.
 DIRECT_BODY_MIN: Final = 64 * 1024
@@ -106,6 +108,10 @@ IDLE_THREADS: Final = 32
 _OWN_EXECUTOR = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 # The thread of the request being served (servicewire's own views only use it).
 _thread: contextvars.ContextVar[RequestThread] = contextvars.ContextVar("servicewire_thread")
+# Whether the server serving the request sends any buffer as a response body.
+_sends_buffers: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "servicewire_sends_buffers", default=False
+)
 
 
 def get_asgi_application() -> ASGIHandler:
@@ -165,6 +171,7 @@ class ASGIHandler(DjangoASGIHandler):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = sending.under_asgi.set(True)
+        buffers = _sends_buffers.set(SEND_BUFFERS in (scope.get("extensions") or {}))
         try:
             kind = _view_kind(_urlconf(), _path_info(scope))
             plan = _body_plan(scope) if kind == "call" else None
@@ -175,6 +182,7 @@ class ASGIHandler(DjangoASGIHandler):
             else:
                 await self._handle_own(scope, receive, send)
         finally:
+            _sends_buffers.reset(buffers)
             sending.under_asgi.reset(token)
 
     async def _handle_own(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,6 +266,13 @@ class ASGIHandler(DjangoASGIHandler):
             response.close()
         return response
 
+    async def send_response(self, response: HttpResponseBase, send: Send) -> None:
+        if _sends_buffers.get() and _streams_own_pieces(response):
+            # Django's response makes bytes of every piece it streams; a
+            # server that sends views as they are gets the views.
+            response.make_bytes = _as_is  # type: ignore[method-assign, assignment]
+        await super().send_response(response, send)
+
     async def read_body(self, receive: Receive) -> IO[bytes]:
         if not isinstance(receive, _PlannedReceive):
             return await super().read_body(receive)
@@ -308,6 +323,17 @@ async def _in_request_thread(fn: Callable[[], _T]) -> _T:
     return await thread.run(fn)
 
 
+def _streams_own_pieces(response: HttpResponseBase) -> bool:
+    """Whether ``response`` streams servicewire's pieces as they came from its view
+    (no middleware has wrapped them since)."""
+    pieces = getattr(response, "_iterator", None)  # Django's, where it keeps the stream
+    return getattr(pieces, "ag_code", None) is sending.async_pieces.__code__
+
+
+def _as_is(piece: Any) -> Any:
+    return piece
+
+
 async def _cancelled(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` if it still runs, and wait for it to end."""
     if not task.done():
@@ -349,7 +375,7 @@ class _PlannedReceive:
 def _receive_into(scope: Mapping[str, Any]) -> ReceiveInto | None:
     """The server's way to read the body straight into a buffer, if it has one
     (:mod:`servicewire.uvicorn`)."""
-    extension = scope.get("extensions", {}).get(RECEIVE_INTO)
+    extension = (scope.get("extensions") or {}).get(RECEIVE_INTO)
     return extension.get("receive_into") if isinstance(extension, dict) else None
 
 

@@ -64,8 +64,9 @@ def body(
 async def async_pieces(segments: list[Segment]) -> AsyncIterator[Segment]:
     """The segments in pieces of at most :data:`PIECE` bytes, for an ASGI server.
 
-    Django's response makes ``bytes`` of each view (one copy, as under WSGI);
-    each piece is one message to the server.
+    Django's response makes ``bytes`` of each view (one copy, as under WSGI),
+    except under a server that sends views as they are
+    (:mod:`servicewire.uvicorn`); each piece is one message to the server.
     """
     for segment in segments:
         if isinstance(segment, bytes):

@@ -19,7 +19,11 @@ an async function that fills a writable buffer with the rest of the body and
 returns how many bytes it wrote (fewer only if the client left). The bytes
 already parsed are copied in; the rest is read by the event loop from the
 socket into the buffer (``asyncio.BufferedProtocol``), past the parser, which
-is replaced by a new one for the next request on the connection.
+is replaced by a new one for the next request on the connection. Every
+scope also carries ``scope["extensions"]["servicewire.send_buffers"]``: the
+body of a response message may be any bytes-like object, which the loop
+sends from its own memory (uvicorn writes it to the transport as it is), so
+a large answer goes out as views of its arrays instead of ``bytes`` copies.
 :mod:`servicewire.asgi` uses it for large call bodies; every other request,
 and every application that does not look for the extension, is served
 exactly as by uvicorn's own protocol. Works with both of uvicorn's loops
@@ -42,10 +46,14 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-__all__ = ["EXTENSION", "HttpProtocol"]
+__all__ = ["EXTENSION", "SEND_BUFFERS", "HttpProtocol"]
 
 #: The name of the extension in the scope.
 EXTENSION: Final = "servicewire.receive_into"
+
+#: In every scope: ``http.response.body`` messages may carry any bytes-like
+#: object (a ``memoryview`` of an array), sent without a copy into ``bytes``.
+SEND_BUFFERS: Final = "servicewire.send_buffers"
 
 #: The protocol's own read buffer for headers and small bodies (uvloop's read size).
 READ_SIZE: Final = 256 * 1024
@@ -162,12 +170,17 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def _headers_complete(self) -> None:
         http = self._http
         cycle = http.cycle
-        length = _fixed_length(http.headers)
         self._body = None
-        if length is None or cycle is None or cycle.scope is not http.scope:
-            return  # no body of known length, or an upgrade (no cycle of its own)
-        body = self._body = _Body(length)
+        if cycle is None or cycle.scope is not http.scope:
+            return  # an upgrade: no cycle of its own
         extensions = http.scope.setdefault("extensions", {})
+        # uvicorn writes a message's body to the transport as it is, and the
+        # loop sends any buffer: a view of an array needs no bytes copy.
+        extensions[SEND_BUFFERS] = {}
+        length = _fixed_length(http.headers)
+        if length is None:
+            return  # no body of known length
+        body = self._body = _Body(length)
         extensions[EXTENSION] = {"receive_into": functools.partial(self._receive_into, cycle, body)}
 
     def _body_parsed(self, nbytes: int) -> None:
