@@ -219,8 +219,9 @@ class Servers:
             sys.executable, "-m", "bench.asgi_server", "bench.site.asgi:application",
             "--port", str(port),
             "--workers", str(WORKERS),
-            "--http", os.environ.get("BENCH_ASGI_HTTP", "servicewire.uvicorn:HttpProtocol"),
         ]  # fmt: skip
+        if "BENCH_ASGI_HTTP" in os.environ:  # else bench.asgi_server's: servicewire's
+            command += ["--http", os.environ["BENCH_ASGI_HTTP"]]
         self._asgi = subprocess.Popen(command, env=env, cwd=ROOT)
         self._processes.append(self._asgi)
         _wait_for_port(port, self._asgi, timeout=60)

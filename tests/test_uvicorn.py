@@ -27,7 +27,7 @@ import pytest
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("httptools")
 
-from servicewire.uvicorn import EXTENSION, SEND_BUFFERS, HttpProtocol  # noqa: E402
+from servicewire.uvicorn import RECEIVE_INTO, SEND_BUFFERS, HttpProtocol  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 LOOPS = ["asyncio"]
@@ -80,7 +80,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     first message by ``receive``, the rest through the extension; ``/wrong``:
     a buffer of the wrong size first, then ``receive``; anything else: ``receive``."""
     assert scope["type"] == "http"
-    extension = scope.get("extensions", {}).get(EXTENSION)
+    extension = scope.get("extensions", {}).get(RECEIVE_INTO)
     path = scope["path"]
     report: dict[str, Any] = {"offered": extension is not None}
     if path == "/views":

@@ -93,7 +93,7 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ReceiveInto = Callable[[Any], Awaitable[int]]
 
 #: The ASGI extension of a server that reads a body into the application's
-#: buffer (:mod:`servicewire.uvicorn`).
+#: buffer; named as :mod:`servicewire.uvicorn` names it, which needs uvicorn.
 RECEIVE_INTO: Final = "servicewire.receive_into"
 #: The ASGI extension of a server that sends any buffer as a response body.
 SEND_BUFFERS: Final = "servicewire.send_buffers"
@@ -176,7 +176,7 @@ class ASGIHandler(DjangoASGIHandler):
             kind = _view_kind(_urlconf(), _path_info(scope))
             plan = _body_plan(scope) if kind == "call" else None
             if plan is not None:
-                receive = plan.bind(receive, _receive_into(scope))
+                receive = plan.bind(receive, _direct_receiver(scope))
             if kind is None:
                 await super().handle(scope, receive, send)
             else:
@@ -280,7 +280,7 @@ class ASGIHandler(DjangoASGIHandler):
             # Refused by the view from its Content-Length; nothing is buffered.
             return io.BytesIO()
         if receive.into is not None:
-            body = await _read_into_buffer(receive.into, receive.length)
+            body = await _read_body_directly(receive.into, receive.length)
         else:
             body = await _receive_into_buffer(receive, receive.length)
         # A raw binary file: typeshed's IO[bytes] names more than Django uses.
@@ -372,7 +372,7 @@ class _PlannedReceive:
         return self._receive()
 
 
-def _receive_into(scope: Mapping[str, Any]) -> ReceiveInto | None:
+def _direct_receiver(scope: Mapping[str, Any]) -> ReceiveInto | None:
     """The server's way to read the body straight into a buffer, if it has one
     (:mod:`servicewire.uvicorn`)."""
     extension = (scope.get("extensions") or {}).get(RECEIVE_INTO)
@@ -496,7 +496,7 @@ async def _receive_into_buffer(receive: Receive, length: int) -> _BufferFile:
     return _BufferFile(buffer, filled, complete=filled == length and not overflow)
 
 
-async def _read_into_buffer(receive_into: ReceiveInto, length: int) -> _BufferFile:
+async def _read_body_directly(receive_into: ReceiveInto, length: int) -> _BufferFile:
     """The body read by the server straight into one buffer: no copy of ours."""
     buffer = receive_buffer(length)
     filled = await receive_into(memoryview(buffer).cast("B")[:length])

@@ -46,10 +46,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-__all__ = ["EXTENSION", "SEND_BUFFERS", "HttpProtocol"]
+__all__ = ["RECEIVE_INTO", "SEND_BUFFERS", "HttpProtocol"]
 
-#: The name of the extension in the scope.
-EXTENSION: Final = "servicewire.receive_into"
+#: In the scope of a request with a ``Content-Length``: reads the rest of
+#: the body straight into the application's buffer.
+RECEIVE_INTO: Final = "servicewire.receive_into"
 
 #: In every scope: ``http.response.body`` messages may carry any bytes-like
 #: object (a ``memoryview`` of an array), sent without a copy into ``bytes``.
@@ -89,7 +90,8 @@ class _DirectRead:
 
 
 class HttpProtocol(asyncio.BufferedProtocol):
-    """uvicorn's httptools protocol, with the ``servicewire.receive_into`` extension.
+    """uvicorn's httptools protocol, with the ``servicewire.receive_into`` and
+    ``servicewire.send_buffers`` extensions.
 
     uvloop hands a protocol the buffers it reads into only if it is no
     ``asyncio.Protocol``, which uvicorn's is: so this one holds uvicorn's,
@@ -147,9 +149,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
         direct.filled += nbytes
         direct.body.seen += nbytes
         if direct.filled == len(direct.target):
+            # The target is the rest of the body: the body is all read.
             self._direct = None
-            if direct.body.seen == direct.body.length:
-                self._body_read_past_parser(direct.cycle)
+            self._body_read_past_parser(direct.cycle)
             if not direct.done.done():
                 direct.done.set_result(None)
 
@@ -181,7 +183,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if length is None:
             return  # no body of known length
         body = self._body = _Body(length)
-        extensions[EXTENSION] = {"receive_into": functools.partial(self._receive_into, cycle, body)}
+        extensions[RECEIVE_INTO] = {
+            "receive_into": functools.partial(self._receive_into, cycle, body)
+        }
 
     def _body_parsed(self, nbytes: int) -> None:
         if self._body is not None:
