@@ -6,9 +6,12 @@ database ``test``, or what ``SERVICEWIRE_TEST_PG_*`` say).
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
+# Memory-backed where the system has it: the tests' database need not survive them.
+_TEST_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 SECRET_KEY = "test-only-secret-key-not-for-production"
 DEBUG = False
@@ -65,9 +68,15 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            # Tests run on Django's in-memory test database; each run and each
-            # concurrent run has its own.
             "NAME": str(BASE_DIR / "test.sqlite3"),
+            # Tests run on a test database of their own, in a file rather than
+            # Django's default in-memory one: that one is shared between
+            # threads in SQLite's shared-cache mode, where a request reading a
+            # table while another writes it fails at once ("database table is
+            # locked") instead of waiting, as every file database does. Each
+            # run, and each concurrent run, has its own file.
+            "TEST": {"NAME": str(_TEST_DIR / f"servicewire-test-{os.getpid()}.sqlite3")},
+            "OPTIONS": {"init_command": "PRAGMA synchronous = OFF"},
         }
     }
 
