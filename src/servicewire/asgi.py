@@ -174,9 +174,9 @@ class ASGIHandler(DjangoASGIHandler):
         buffers = _sends_buffers.set(SEND_BUFFERS in (scope.get("extensions") or {}))
         try:
             kind = _view_kind(_urlconf(), _path_info(scope))
-            plan = _body_plan(scope) if kind == "call" else None
-            if plan is not None:
-                receive = plan.bind(receive, _direct_receiver(scope))
+            planned = _planned_receive(scope, receive) if kind == "call" else None
+            if planned is not None:
+                receive = planned
             if kind is None:
                 await super().handle(scope, receive, send)
             else:
@@ -342,21 +342,10 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
         await task
 
 
-class _BodyPlan:
-    """How a large call body is taken: into its buffer, or refused unread."""
-
-    __slots__ = ("length", "refuse")
-
-    def __init__(self, length: int, refuse: bool) -> None:
-        self.length = length
-        self.refuse = refuse
-
-    def bind(self, receive: Receive, into: ReceiveInto | None) -> _PlannedReceive:
-        return _PlannedReceive(receive, self.length, self.refuse, into)
-
-
 class _PlannedReceive:
-    """The server's ``receive``, carrying what to do with the body to the handler's hooks."""
+    """The server's ``receive``, carrying how a large call body is taken (into
+    its buffer, by the server itself where it can, or refused unread) to the
+    handler's hooks."""
 
     __slots__ = ("_receive", "into", "length", "refuse")
 
@@ -389,12 +378,14 @@ def _content_length(scope: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _body_plan(scope: Mapping[str, Any]) -> _BodyPlan | None:
-    """A plan for a large body sent to a servicewire call, else None (Django's way)."""
+def _planned_receive(scope: Mapping[str, Any], receive: Receive) -> _PlannedReceive | None:
+    """``receive`` with a plan for a large body sent to a servicewire call,
+    else None (Django's way)."""
     length = _content_length(scope)
     if length is None or length < DIRECT_BODY_MIN or scope.get("method") != "POST":
         return None
-    return _BodyPlan(length, refuse=length > get_settings().MAX_BODY_BYTES)
+    refuse = length > get_settings().MAX_BODY_BYTES
+    return _PlannedReceive(receive, length, refuse, _direct_receiver(scope))
 
 
 def _path_info(scope: Mapping[str, Any]) -> str:
