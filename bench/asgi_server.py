@@ -49,7 +49,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         http=args.http,
-        timeout_keep_alive=60,
+        timeout_keep_alive=300,
         timeout_graceful_shutdown=5,
         log_level="warning",
         access_log=False,

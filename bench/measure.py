@@ -5,57 +5,92 @@ process connects and warms up, prints ``ready``, waits for a line on stdin
 (the parent uses that pause to reset the servers' peaks), resets its own
 peak, measures, and prints one line of JSON. Every loop is bounded in count
 and in time.
+
+Each further ``go`` line measures again, on the same connections, until
+stdin ends: so the parent can keep one process per peer and interleave
+their rounds (W1 and W2), putting every peer in the same seconds of a noisy
+machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from bench.memory import PeakWatch
-from bench.peers import BY_NAME, Memcpy, Peer
+from bench.peers import BY_NAME, AsyncPeer, Memcpy, Peer
+
+#: Untimed calls before each round of W1 (a fifth of them per client in W2).
+WAKE_CALLS = 20
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def small_calls(peer: Peer, count: int, duration: float) -> dict[str, Any]:
-    """W1: sequential ``add`` calls on one kept-alive connection."""
+    """W1: sequential ``add`` calls on one kept-alive connection; for an async
+    client, awaited one after the other in one coroutine, as an asyncio program
+    makes them."""
     latencies: list[float] = []
     errors = 0
     started = time.perf_counter()
     deadline = started + duration
-    for i in range(count):
-        before = time.perf_counter()
-        if before > deadline:
-            break
-        try:
-            if peer.add(i, 1) != i + 1:
-                errors += 1
-        except Exception:
+
+    def judge(i: int, answer: int, before: float) -> None:
+        nonlocal errors
+        if answer != i + 1:
             errors += 1
         latencies.append(time.perf_counter() - before)
+
+    async def calls_awaited(peer: AsyncPeer) -> None:
+        for i in range(count):
+            before = time.perf_counter()
+            if before > deadline:
+                break
+            try:
+                answer = await peer.add_async(i, 1)
+            except Exception:
+                answer = -1
+            judge(i, answer, before)
+
+    if isinstance(peer, AsyncPeer):
+        peer.loop.run_until_complete(calls_awaited(peer))
+    else:
+        for i in range(count):
+            before = time.perf_counter()
+            if before > deadline:
+                break
+            try:
+                answer = peer.add(i, 1)
+            except Exception:
+                answer = -1
+            judge(i, answer, before)
     elapsed = time.perf_counter() - started
     return {
         "calls": len(latencies),
         "errors": errors,
         "calls_per_s": (len(latencies) - errors) / elapsed,
-        "p50_ms": _percentile(latencies, 0.50) * 1e3,
-        "p99_ms": _percentile(latencies, 0.99) * 1e3,
+        "p50_ms": percentile(latencies, 0.50) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "latencies": latencies,
     }
 
 
 def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str, Any]:
-    """W2: one thread per peer instance (each its own connection), for ``duration``."""
+    """W2: one thread per peer instance (each its own connection), for ``duration``;
+    for an async client, one task per instance on the one event loop."""
+    if all(isinstance(peer, AsyncPeer) for peer in peers):
+        return _concurrent_tasks(cast(list[AsyncPeer], peers), count, duration)
     done = [0] * len(peers)
     failed = [0] * len(peers)
     latencies: list[list[float]] = [[] for _ in peers]
@@ -69,13 +104,10 @@ def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str
             if before > deadline[0]:
                 break
             try:
-                if peer.add(i, index) == i + index:
-                    done[index] += 1
-                else:
-                    failed[index] += 1
+                right = peer.add(i, index) == i + index
             except Exception:
-                failed[index] += 1
-            latencies[index].append(time.perf_counter() - before)
+                right = False
+            _tally(index, right, before, done, failed, latencies)
 
     threads = [threading.Thread(target=run, args=(i, p), daemon=True) for i, p in enumerate(peers)]
     for thread in threads:
@@ -85,15 +117,62 @@ def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str
     start.wait()
     for thread in threads:
         thread.join(duration + 60)
-    elapsed = time.perf_counter() - started
+    return _concurrent_result(done, failed, latencies, time.perf_counter() - started)
+
+
+def _concurrent_tasks(peers: list[AsyncPeer], count: int, duration: float) -> dict[str, Any]:
+    """W2 as an asyncio program makes concurrent calls: a task per client."""
+    done = [0] * len(peers)
+    failed = [0] * len(peers)
+    latencies: list[list[float]] = [[] for _ in peers]
+
+    async def run(index: int, peer: AsyncPeer, deadline: float) -> None:
+        for i in range(count):
+            before = time.perf_counter()
+            if before > deadline:
+                break
+            try:
+                right = await peer.add_async(i, index) == i + index
+            except Exception:
+                right = False
+            _tally(index, right, before, done, failed, latencies)
+
+    async def all_clients(deadline: float) -> None:
+        await asyncio.gather(*(run(index, peer, deadline) for index, peer in enumerate(peers)))
+
+    started = time.perf_counter()
+    peers[0].loop.run_until_complete(all_clients(started + duration))
+    return _concurrent_result(done, failed, latencies, time.perf_counter() - started)
+
+
+def _tally(
+    index: int,
+    right: bool,
+    before: float,
+    done: list[int],
+    failed: list[int],
+    latencies: list[list[float]],
+) -> None:
+    """Count client ``index``'s call, started at ``before``, as done or failed."""
+    if right:
+        done[index] += 1
+    else:
+        failed[index] += 1
+    latencies[index].append(time.perf_counter() - before)
+
+
+def _concurrent_result(
+    done: list[int], failed: list[int], latencies: list[list[float]], elapsed: float
+) -> dict[str, Any]:
     merged = [latency for each in latencies for latency in each]
     return {
-        "clients": len(peers),
+        "clients": len(done),
         "calls": sum(done),
         "errors": sum(failed),
         "calls_per_s": sum(done) / elapsed,
-        "p50_ms": _percentile(merged, 0.50) * 1e3,
-        "p99_ms": _percentile(merged, 0.99) * 1e3,
+        "p50_ms": percentile(merged, 0.50) * 1e3,
+        "p99_ms": percentile(merged, 0.99) * 1e3,
+        "latencies": merged,
     }
 
 
@@ -129,6 +208,23 @@ def transfer(peer: Peer, direction: str, n: int, reps: int, budget: float) -> di
     return {"reps": len(times), "seconds": times, "mb_per_s": nbytes / median / 1e6}
 
 
+def _wake(peers: list[Peer], kind: str) -> None:
+    """A few untimed calls just before a round of W1 or W2.
+
+    On these virtual machines a server or client left idle for some seconds
+    now and then takes 0.4-0.7 s over its next call (seen after 6-15 s idle,
+    on gunicorn and uvicorn alike, with the original pattern as with
+    servicewire; bench/README). Between interleaved rounds every peer waits
+    while the others run, the ASGI server longest: without these calls the
+    pause would fall on whichever round follows it, a fifth of a 1 s round.
+    """
+    if kind == "small":
+        for i in range(WAKE_CALLS):
+            peers[0].add(i, 1)
+    else:
+        concurrent_calls(peers, WAKE_CALLS // 5, 5.0)
+
+
 def main() -> None:
     """Run the measurement described by the JSON in ``argv[1]``; print its result."""
     spec = json.loads(sys.argv[1])
@@ -151,19 +247,21 @@ def main() -> None:
         else:
             peer.upload(np.arange(1, dtype=np.float64))
     print("ready", flush=True)
-    sys.stdin.readline()
     watch = PeakWatch("self")
-    watch.reset()
-    if kind == "small":
-        result = small_calls(peers[0], spec["count"], spec["duration"])
-    elif kind == "concurrent":
-        result = concurrent_calls(peers, spec["count"], spec["duration"])
-    else:
-        result = transfer(peers[0], kind, spec["n"], spec["reps"], spec["budget"])
-    result["client_peak"] = watch.peak()
+    while sys.stdin.readline().strip() == "go":
+        if kind in ("small", "concurrent"):
+            _wake(peers, kind)
+        watch.reset()
+        if kind == "small":
+            result = small_calls(peers[0], spec["count"], spec["duration"])
+        elif kind == "concurrent":
+            result = concurrent_calls(peers, spec["count"], spec["duration"])
+        else:
+            result = transfer(peers[0], kind, spec["n"], spec["reps"], spec["budget"])
+        result["client_peak"] = watch.peak()
+        print(json.dumps(result), flush=True)
     for peer in peers:
         peer.close()
-    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the memory the operation itself needed at its worst, in bytes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -42,3 +43,15 @@ def children(pid: int) -> list[int]:
     """The direct children of ``pid`` (gunicorn's workers of its master)."""
     with open(f"/proc/{pid}/task/{pid}/children") as listing:
         return [int(child) for child in listing.read().split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """The CPU time (user and system) the processes ``pids`` have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Fields after the command name (which may hold spaces), from 3 on.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick

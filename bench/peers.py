@@ -109,22 +109,37 @@ class ServicewireBare(Servicewire):
         return Client(urls["site"] + self.path, timeout=_TIMEOUT)
 
 
-class ServicewireAsgi(Peer):
-    """servicewire as deployed, under uvicorn: ``async def`` services, AsyncClient.
+class AsyncPeer(Peer):
+    """A peer whose client is asynchronous: every instance in a process shares
+    one event loop, so that W2 runs its clients as tasks on it, as an asyncio
+    program does (the synchronous peers' clients are threads)."""
 
-    Each instance runs its own event loop (W2's 16 clients are 16 threads, as
-    for every peer), and awaits one call at a time on it.
-    """
+    _shared_loop: ClassVar[asyncio.AbstractEventLoop | None] = None
+
+    def __init__(self, urls: dict[str, Any]) -> None:
+        super().__init__(urls)
+        if AsyncPeer._shared_loop is None or AsyncPeer._shared_loop.is_closed():
+            AsyncPeer._shared_loop = asyncio.new_event_loop()
+        self.loop = AsyncPeer._shared_loop
+
+    async def add_async(self, a: int, b: int) -> int:
+        raise NotImplementedError
+
+    def add(self, a: int, b: int) -> int:
+        return self.loop.run_until_complete(self.add_async(a, b))
+
+
+class ServicewireAsgi(AsyncPeer):
+    """servicewire as deployed, under uvicorn: ``async def`` services, AsyncClient."""
 
     name, label = "servicewire-asgi", "servicewire ASGI (key+audit, AsyncClient)"
 
     def __init__(self, urls: dict[str, Any]) -> None:
         super().__init__(urls)
-        self.loop = asyncio.new_event_loop()
         self.client = AsyncClient(urls["asgi"] + "/services/", key=urls["key"], timeout=_TIMEOUT)
 
-    def add(self, a: int, b: int) -> int:
-        return self.loop.run_until_complete(self.client.call("async_add", a=a, b=b))  # type: ignore[no-any-return]
+    async def add_async(self, a: int, b: int) -> int:
+        return await self.client.call("async_add", a=a, b=b)  # type: ignore[no-any-return]
 
     def download(self, n: int) -> np.ndarray:
         return self.loop.run_until_complete(self.client.call("async_download", n=n))  # type: ignore[no-any-return]
@@ -133,8 +148,8 @@ class ServicewireAsgi(Peer):
         return self.loop.run_until_complete(self.client.call("async_upload", data=data))  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        # The shared loop itself ends with the process.
         self.loop.run_until_complete(self.client.close())
-        self.loop.close()
 
 
 class _Http(Peer):

@@ -197,8 +197,9 @@ class Servers:
             "--workers", str(WORKERS),
             "--worker-class", "gthread",
             "--threads", str(THREADS),
-            # Long keep-alive: each client keeps its one connection for a whole workload.
-            "--keep-alive", "60",
+            # Long keep-alive: each client keeps its one connection for a whole
+            # workload, idle while the other peers take their rounds.
+            "--keep-alive", "300",
             "--timeout", "300",
             "--graceful-timeout", "5",
             "--log-level", "warning",

@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench.memory import cpu_seconds
 from bench.servers import Servers, postgres_available
 from servicewire import AsyncClient, Client
 
@@ -54,13 +55,15 @@ def _async_path(url: str, key: str, name: str) -> tuple[Callable[[int], None], C
 
 def main() -> None:
     """Print each path's median calls/s, its ratio to the first and the
-    client's CPU per call."""
+    CPU per call of the client and of the servers."""
     parser = argparse.ArgumentParser(prog="python -m bench.small_calls")
     parser.add_argument("--calls", type=int, default=1500, help="calls per round and path")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     database = "postgres" if postgres_available() else "sqlite"
     with Servers(database=database) as servers:
+        # Every worker of both servers: only the one called works in a round.
+        workers = servers.site_workers() + servers.asgi_workers()
         paths = {
             "gunicorn, Client, def add": _sync_path(servers.site_url, servers.key, "add"),
             "uvicorn, Client, def add": _sync_path(servers.asgi_url, servers.key, "add"),
@@ -72,15 +75,19 @@ def main() -> None:
         rates: dict[str, list[float]] = {label: [] for label in paths}
         # This process's CPU per call: the client's share of each call.
         cpu: dict[str, list[float]] = {label: [] for label in paths}
+        # The servers' CPU per call: what bounds W2 on a machine of few cores.
+        served: dict[str, list[float]] = {label: [] for label in paths}
         try:
             for calls, _ in paths.values():
                 calls(200)  # connections open, caches warm
             for _ in range(args.rounds):
                 for label, (calls, _) in paths.items():
                     start, used = time.perf_counter(), time.process_time()
+                    serving = cpu_seconds(workers)
                     calls(args.calls)
                     rates[label].append(args.calls / (time.perf_counter() - start))
                     cpu[label].append((time.process_time() - used) / args.calls * 1e6)
+                    served[label].append((cpu_seconds(workers) - serving) / args.calls * 1e6)
         finally:
             for _, close in paths.values():
                 close()
@@ -90,9 +97,10 @@ def main() -> None:
         median = statistics.median(found)
         spread = f"{min(found):,.0f}-{max(found):,.0f}"
         client = statistics.median(cpu[label])
+        server = statistics.median(served[label])
         print(
             f"{label:38s} {median:7,.0f} calls/s  ({spread})  {median / first:.2f}x"
-            f"  client CPU {client:4.0f} µs/call"
+            f"  CPU µs/call: client {client:4.0f}, server {server:4.0f}"
         )
 
 

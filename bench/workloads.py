@@ -1,21 +1,25 @@
 """The five workloads, run from the parent process against running servers.
 
-Each measurement is a fresh ``bench.measure`` process (see there); this
-module decides what to measure, resets the servers' peak memory while the
-client waits at ``ready``, and collects both sides' figures.
+Each transfer is measured in a fresh ``bench.measure`` process (see there);
+this module decides what to measure, resets the servers' peak memory while
+the client waits at ``ready``, and collects both sides' figures. W1 and W2
+keep one client process per peer and measure them in interleaved rounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.measure import percentile
 from bench.memory import PeakWatch
 from bench.peers import (
     ALL_PEERS,
@@ -48,10 +52,11 @@ class Plan:
     reps: int
     rep_budget: float  # stop repeating once a measurement took this long, s
     huge: int  # W5 payload, bytes
+    rounds: int  # W1 and W2: interleaved rounds per peer, sharing its seconds
 
 
-FULL = Plan(5000, 4.0, 16, 5.0, (8 * MB, 80 * MB), 5, 6.0, 1000 * MB)
-QUICK = Plan(300, 0.5, 16, 1.0, (1 * MB, 8 * MB), 2, 0.5, 64 * MB)
+FULL = Plan(5000, 4.0, 16, 5.0, (8 * MB, 80 * MB), 5, 6.0, 1000 * MB, 4)
+QUICK = Plan(300, 0.5, 16, 1.0, (1 * MB, 8 * MB), 2, 0.5, 64 * MB, 2)
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
@@ -78,46 +83,132 @@ def _server_watches(peer: type[Peer], servers: Servers) -> list[PeakWatch]:
     return [PeakWatch(pid) for pid in servers.site_workers()]
 
 
+class _ClientProcess:
+    """A ``bench.measure`` process for one peer: started and warm, then
+    measuring once per :meth:`measure_once`, on the same connections."""
+
+    def __init__(self, servers: Servers, peer: type[Peer], spec: dict[str, Any]) -> None:
+        spec = {
+            **spec,
+            "peer": peer.name,
+            "urls": {
+                "site": servers.site_url,
+                "asgi": servers.asgi_url,
+                "flight": servers.flight_port,
+                "socket": servers.socket_port,
+            },
+        }
+        env = bench_env(
+            BENCH_SERVICEWIRE_KEY=servers.key,
+            BENCH_SIGNING_KEY_ID=servers.signing_key_id,
+            BENCH_SIGNING_KEY=servers.signing_key,
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.measure", json.dumps(spec)],
+            env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            if _read_line(self.process, 60) != "ready":
+                raise RuntimeError("the client did not get ready")
+        except BaseException:
+            self.close()
+            raise
+
+    def measure_once(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        result: dict[str, Any] = json.loads(_read_line(self.process, timeout))
+        return result
+
+    def close(self) -> None:
+        """End the process: the end of its stdin, else a kill."""
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
 def measure(
     servers: Servers, peer: type[Peer], spec: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     """Run one measurement of ``peer`` in a fresh client process."""
-    spec = {
-        **spec,
-        "peer": peer.name,
-        "urls": {
-            "site": servers.site_url,
-            "asgi": servers.asgi_url,
-            "flight": servers.flight_port,
-            "socket": servers.socket_port,
-        },
-    }
-    env = bench_env(
-        BENCH_SERVICEWIRE_KEY=servers.key,
-        BENCH_SIGNING_KEY_ID=servers.signing_key_id,
-        BENCH_SIGNING_KEY=servers.signing_key,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.measure", json.dumps(spec)],
-        env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    client = _ClientProcess(servers, peer, spec)
     try:
-        if _read_line(process, 60) != "ready":
-            raise RuntimeError("the client did not get ready")
         watches = _server_watches(peer, servers)
         for watch in watches:
             watch.reset()
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        result: dict[str, Any] = json.loads(_read_line(process, timeout))
+        result = client.measure_once(timeout)
         result["server_peak"] = max((w.peak() for w in watches), default=None)
-        process.wait(30)
         return result
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        client.close()
+
+
+def _interleaved(
+    servers: Servers, peers: tuple[type[Peer], ...], spec: dict[str, Any], rounds: int
+) -> list[dict[str, Any]]:
+    """W1 or W2: one client process per peer, all kept, measured in turn for
+    ``rounds`` rounds of ``spec["duration"] / rounds`` seconds each.
+
+    A peer's row: the median of its rounds' calls/s (so a few slow seconds of
+    the machine, which fall on one peer's round, move its figure little),
+    p50 and p99 of all its calls' latencies, its calls and errors summed.
+    """
+    each = {**spec, "duration": spec["duration"] / rounds}
+    timeout = each["duration"] + 60
+    clients: dict[type[Peer], _ClientProcess] = {}
+    done: dict[type[Peer], list[dict[str, Any]]] = {peer: [] for peer in peers}
+    failed: dict[type[Peer], str] = {}
+    try:
+        for peer in peers:
+            try:
+                clients[peer] = _ClientProcess(servers, peer, each)
+            except Exception as exc:
+                failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+        for _ in range(rounds):
+            for peer, client in clients.items():
+                if peer in failed:
+                    continue
+                try:
+                    done[peer].append(client.measure_once(timeout))
+                except Exception as exc:
+                    failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        for client in clients.values():
+            client.close()
+    rows = []
+    for peer in peers:
+        if peer in failed:
+            result: dict[str, Any] = {"failed": failed[peer]}
+        else:
+            result = _merged_rounds(done[peer])
+        name = f"{spec['workload']} {peer.name}"
+        print(f"  {name}: {_summary(result)}", file=sys.stderr, flush=True)
+        rows.append({"workload": spec["workload"], "peer": peer.name, "label": peer.label,
+                     **spec, "rounds": rounds, **result})  # fmt: skip
+    return rows
+
+
+def _merged_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = [latency for result in results for latency in result["latencies"]]
+    rates = [result["calls_per_s"] for result in results]
+    merged: dict[str, Any] = {
+        "calls": sum(result["calls"] for result in results),
+        "errors": sum(result["errors"] for result in results),
+        "calls_per_s": statistics.median(rates),
+        "rounds_calls_per_s": [round(rate, 1) for rate in rates],
+        "p50_ms": percentile(latencies, 0.50) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+    if "clients" in results[0]:
+        merged["clients"] = results[0]["clients"]
+    return merged
 
 
 def _safely(
@@ -162,13 +253,13 @@ def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
             "count": plan.w1_count,
             "duration": plan.w1_seconds,
         }
-        rows += [_safely(servers, peer, spec, plan.w1_seconds + 60) for peer in HTTP_PEERS]
+        rows += _interleaved(servers, HTTP_PEERS, spec, plan.rounds)
     if "W2" in only:
         spec = {
             "workload": "W2", "kind": "concurrent", "clients": plan.w2_clients,
             "count": 1_000_000, "duration": plan.w2_seconds,
         }  # fmt: skip
-        rows += [_safely(servers, peer, spec, plan.w2_seconds + 90) for peer in HTTP_PEERS]
+        rows += _interleaved(servers, HTTP_PEERS, spec, plan.rounds)
     for workload, kind in (("W3", "download"), ("W4", "upload")):
         if workload not in only:
             continue
