@@ -22,6 +22,7 @@ from servicewire import keycache, sharedcache
 from servicewire.models import ApiKey, AuditEntry
 from tests.conftest import REDIS_ADDR, _reachable, services_required
 from tests.test_keycache import call
+from tests.test_throttle import fresh_window
 
 pytestmark = pytest.mark.django_db
 
@@ -142,6 +143,7 @@ def test_failed_logins_stop_even_the_right_key(
     redis_cache: str, client: DjangoClient, key: str, make_key: Callable[..., str]
 ) -> None:
     key_id, secret = key.split("_")[1:]
+    fresh_window(60, 15)  # the five calls in one fixed window of a minute
     with sw_settings(AUTH_FAILURE_RATE="3/m"):
         assert call(client, key) == 200
         for n in range(3):
