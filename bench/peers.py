@@ -132,7 +132,7 @@ class AsyncPeer(Peer):
 class ServicewireAsgi(AsyncPeer):
     """servicewire as deployed, under uvicorn: ``async def`` services, AsyncClient."""
 
-    name, label = "servicewire-asgi", "servicewire ASGI (key+audit, AsyncClient)"
+    name, label, huge = "servicewire-asgi", "servicewire ASGI (key+audit, AsyncClient)", True
 
     def __init__(self, urls: dict[str, Any]) -> None:
         super().__init__(urls)

@@ -1,9 +1,11 @@
 """The five workloads, run from the parent process against running servers.
 
-Each transfer is measured in a fresh ``bench.measure`` process (see there);
-this module decides what to measure, resets the servers' peak memory while
-the client waits at ``ready``, and collects both sides' figures. W1 and W2
-keep one client process per peer and measure them in interleaved rounds.
+Each peer measures in a ``bench.measure`` process of its own (see there);
+this module decides what to measure, resets the servers' peak memory before
+each measurement, and collects both sides' figures. W1, W2 and the
+transfers of the peers that move arrays as buffers keep one client process
+per peer and measure them in interleaved rounds; a JSON peer's transfers and
+W5 run in one fresh process per measurement.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ class Plan:
     rep_budget: float  # stop repeating once a measurement took this long, s
     huge: int  # W5 payload, bytes
     rounds: int  # W1 and W2: interleaved rounds per peer, sharing its seconds
+    transfer_rounds: int  # W3 and W4, peers moving buffers: rounds of one transfer
 
 
-FULL = Plan(5000, 4.0, 16, 5.0, (8 * MB, 80 * MB), 5, 6.0, 1000 * MB, 4)
-QUICK = Plan(300, 0.5, 16, 1.0, (1 * MB, 8 * MB), 2, 0.5, 64 * MB, 2)
+FULL = Plan(5000, 4.0, 16, 5.0, (8 * MB, 80 * MB), 5, 6.0, 1000 * MB, 4, 9)
+QUICK = Plan(300, 0.5, 16, 1.0, (1 * MB, 8 * MB), 2, 0.5, 64 * MB, 2, 2)
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
@@ -150,6 +153,57 @@ def measure(
         client.close()
 
 
+def _rounds(
+    servers: Servers,
+    peers: tuple[type[Peer], ...],
+    spec: dict[str, Any],
+    rounds: int,
+    timeout: float,
+    *,
+    watch_servers: bool = False,
+    warm: bool = False,
+) -> tuple[dict[type[Peer], list[dict[str, Any]]], dict[type[Peer], str]]:
+    """One client process per peer, all started and kept, then ``rounds``
+    rounds in which each peer in turn measures once (``spec`` is one round's).
+
+    With ``warm``, a first round is run before them, its results marked
+    ``"warm": True`` (not timed figures: a caller keeps only their peaks). With
+    ``watch_servers``, the servers' peaks are reset before each peer's turn
+    and each result gets its ``server_peak``. Returns each peer's results and
+    the peers that failed, with why.
+    """
+    clients: dict[type[Peer], _ClientProcess] = {}
+    done: dict[type[Peer], list[dict[str, Any]]] = {peer: [] for peer in peers}
+    failed: dict[type[Peer], str] = {}
+    try:
+        for peer in peers:
+            try:
+                clients[peer] = _ClientProcess(servers, peer, spec)
+            except Exception as exc:
+                failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+        for round_ in range(-1 if warm else 0, rounds):
+            for peer, client in clients.items():
+                if peer in failed:
+                    continue
+                try:
+                    watches = _server_watches(peer, servers) if watch_servers else []
+                    for watch in watches:
+                        watch.reset()
+                    result = client.measure_once(timeout)
+                    if watch_servers:
+                        result["server_peak"] = max((w.peak() for w in watches), default=None)
+                except Exception as exc:
+                    failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
+                if round_ < 0:
+                    result["warm"] = True
+                done[peer].append(result)
+    finally:
+        for client in clients.values():
+            client.close()
+    return done, failed
+
+
 def _interleaved(
     servers: Servers, peers: tuple[type[Peer], ...], spec: dict[str, Any], rounds: int
 ) -> list[dict[str, Any]]:
@@ -161,37 +215,61 @@ def _interleaved(
     p50 and p99 of all its calls' latencies, its calls and errors summed.
     """
     each = {**spec, "duration": spec["duration"] / rounds}
-    timeout = each["duration"] + 60
-    clients: dict[type[Peer], _ClientProcess] = {}
-    done: dict[type[Peer], list[dict[str, Any]]] = {peer: [] for peer in peers}
-    failed: dict[type[Peer], str] = {}
-    try:
-        for peer in peers:
-            try:
-                clients[peer] = _ClientProcess(servers, peer, each)
-            except Exception as exc:
-                failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
-        for _ in range(rounds):
-            for peer, client in clients.items():
-                if peer in failed:
-                    continue
-                try:
-                    done[peer].append(client.measure_once(timeout))
-                except Exception as exc:
-                    failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        for client in clients.values():
-            client.close()
+    done, failed = _rounds(servers, peers, each, rounds, each["duration"] + 60)
+    return [
+        _row(spec, peer, {"failed": failed[peer]} if peer in failed else _merged_rounds(done[peer]),
+             rounds=rounds)
+        for peer in peers
+    ]  # fmt: skip
+
+
+def _row(
+    spec: dict[str, Any], peer: type[Peer], result: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """The result row of ``peer`` in the workload of ``spec``, also printed as progress."""
+    name = f"{spec['workload']} {peer.name}" + (f" {spec['n'] * 8 // MB} MB" if "n" in spec else "")
+    print(f"  {name}: {_summary(result)}", file=sys.stderr, flush=True)
+    return {"workload": spec["workload"], "peer": peer.name, "label": peer.label,
+            **spec, **extra, **result}  # fmt: skip
+
+
+def _interleaved_transfers(
+    servers: Servers, peers: tuple[type[Peer], ...], spec: dict[str, Any], rounds: int
+) -> list[dict[str, Any]]:
+    """W3 or W4 for the peers that move arrays as buffers: one client process
+    each, a first transfer thrown away, then ``rounds`` rounds of one transfer
+    per peer in turn, so that every peer's transfers fall in the same seconds.
+
+    The transfer thrown away is there because these virtual machines back a
+    page only when it is first touched: whichever peer went first paid
+    0.2-0.3 s more on its first 80 MB transfers (measured: 309, 203, 27, 28,
+    43 ms). A row's MB/s is from the median of its transfers; its peaks are
+    the highest of all its rounds, the untimed one included (each round
+    resets them, on both sides): the loopback socket's two ends make their
+    buffer on a connection's first transfer and reuse it after.
+    """
+    started = time.monotonic()
+    done, failed = _rounds(
+        servers, peers, {**spec, "reps": 1, "budget": 0.0}, rounds, 600,
+        watch_servers=True, warm=True,
+    )  # fmt: skip
+    wall = round(time.monotonic() - started, 2)
     rows = []
     for peer in peers:
         if peer in failed:
             result: dict[str, Any] = {"failed": failed[peer]}
         else:
-            result = _merged_rounds(done[peer])
-        name = f"{spec['workload']} {peer.name}"
-        print(f"  {name}: {_summary(result)}", file=sys.stderr, flush=True)
-        rows.append({"workload": spec["workload"], "peer": peer.name, "label": peer.label,
-                     **spec, "rounds": rounds, **result})  # fmt: skip
+            timed = [each for each in done[peer] if not each.get("warm")]
+            seconds = [took for each in timed for took in each["seconds"]]
+            peaks = [each["server_peak"] for each in done[peer] if each["server_peak"] is not None]
+            result = {
+                "reps": len(seconds),
+                "seconds": seconds,
+                "mb_per_s": spec["n"] * 8 / statistics.median(seconds) / 1e6,
+                "client_peak": max(each["client_peak"] for each in done[peer]),
+                "server_peak": max(peaks) if peaks else None,
+            }
+        rows.append(_row(spec, peer, result, rounds=rounds, wall_s=wall))
     return rows
 
 
@@ -214,25 +292,16 @@ def _merged_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _safely(
     servers: Servers, peer: type[Peer], spec: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
+    """One measurement of ``peer`` in a process of its own, its failure a row too."""
     started = time.monotonic()
     try:
-        if spec.get("warm"):
-            # One untimed transfer of the same size first, in a process of
-            # its own (so that nothing it leaves counts in the measured
-            # process's peak): these virtual machines back a page only when
-            # it is first touched, and give freed pages back within seconds,
-            # so whichever peer went first paid 0.2-0.3 s more on its first
-            # 80 MB transfers (measured: 309, 203, 27, 28, 43 ms).
-            measure(servers, peer, {**spec, "reps": 1}, timeout)
         result = measure(servers, peer, spec, timeout)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
         result = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
     result["wall_s"] = round(time.monotonic() - started, 2)
-    name = f"{spec['workload']} {peer.name}" + (f" {spec['n'] * 8 // MB} MB" if "n" in spec else "")
-    print(f"  {name}: {_summary(result)}", file=sys.stderr, flush=True)
-    return {"workload": spec["workload"], "peer": peer.name, "label": peer.label, **spec, **result}
+    return _row(spec, peer, result)
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -264,15 +333,22 @@ def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
         if workload not in only:
             continue
         for size in plan.sizes:
-            spec = {
-                "workload": workload,
-                "kind": kind,
-                "n": size // 8,
-                "reps": plan.reps,
-                "budget": plan.rep_budget,
-                "warm": True,
+            spec = {"workload": workload, "kind": kind, "n": size // 8}
+            # The peers that move arrays as buffers take turns, a transfer
+            # each per round; the JSON peers, 10-100 times slower, each
+            # measure alone (a round with them would last minutes), with no
+            # untimed transfer first: the first touch of fresh pages, 0.2-0.3 s
+            # (see _interleaved_transfers), is lost in their seconds per call.
+            fast = tuple(peer for peer in ALL_PEERS if peer.huge)
+            by_peer = {
+                row["peer"]: row
+                for row in _interleaved_transfers(servers, fast, spec, plan.transfer_rounds)
             }
-            rows += [_safely(servers, peer, spec, 600) for peer in ALL_PEERS if peer.bulk]
+            for peer in ALL_PEERS:
+                if peer.bulk and not peer.huge:
+                    slow = {**spec, "reps": plan.reps, "budget": plan.rep_budget}
+                    by_peer[peer.name] = _safely(servers, peer, slow, 600)
+            rows += [by_peer[peer.name] for peer in ALL_PEERS if peer.name in by_peer]
     if "W5" in only:
         for kind in ("download", "upload"):
             spec = {"workload": "W5", "kind": kind, "n": plan.huge // 8, "reps": 1, "budget": 0.0}
