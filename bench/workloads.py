@@ -137,18 +137,29 @@ class _ClientProcess:
                 self.process.wait(10)
 
 
+def _watched(
+    client: _ClientProcess, servers: Servers, peer: type[Peer], timeout: float
+) -> dict[str, Any]:
+    """One measurement by ``client``, with the servers' peak over it as ``server_peak``."""
+    watches = _server_watches(peer, servers)
+    for watch in watches:
+        watch.reset()
+    result = client.measure_once(timeout)
+    result["server_peak"] = max((w.peak() for w in watches), default=None)
+    return result
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 def measure(
     servers: Servers, peer: type[Peer], spec: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     """Run one measurement of ``peer`` in a fresh client process."""
     client = _ClientProcess(servers, peer, spec)
     try:
-        watches = _server_watches(peer, servers)
-        for watch in watches:
-            watch.reset()
-        result = client.measure_once(timeout)
-        result["server_peak"] = max((w.peak() for w in watches), default=None)
-        return result
+        return _watched(client, servers, peer, timeout)
     finally:
         client.close()
 
@@ -180,20 +191,18 @@ def _rounds(
             try:
                 clients[peer] = _ClientProcess(servers, peer, spec)
             except Exception as exc:
-                failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+                failed[peer] = _why(exc)
         for round_ in range(-1 if warm else 0, rounds):
             for peer, client in clients.items():
                 if peer in failed:
                     continue
                 try:
-                    watches = _server_watches(peer, servers) if watch_servers else []
-                    for watch in watches:
-                        watch.reset()
-                    result = client.measure_once(timeout)
                     if watch_servers:
-                        result["server_peak"] = max((w.peak() for w in watches), default=None)
+                        result = _watched(client, servers, peer, timeout)
+                    else:
+                        result = client.measure_once(timeout)
                 except Exception as exc:
-                    failed[peer] = f"{type(exc).__name__}: {exc}"[:300]
+                    failed[peer] = _why(exc)
                     continue
                 if round_ < 0:
                     result["warm"] = True
@@ -299,7 +308,7 @@ def _safely(
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
-        result = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
+        result = {"failed": _why(exc)}
     result["wall_s"] = round(time.monotonic() - started, 2)
     return _row(spec, peer, result)
 
@@ -315,6 +324,13 @@ def _summary(result: dict[str, Any]) -> str:
 def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
     """Run the workloads named in ``only``; one result row per measurement."""
     rows: list[dict[str, Any]] = []
+    # W3/W4: the peers that move arrays as buffers take turns, a transfer
+    # each per round; the JSON peers, 10-100 times slower, each measure alone
+    # (a round with them would last minutes), with no untimed transfer first:
+    # the first touch of fresh pages, 0.2-0.3 s (see _interleaved_transfers),
+    # is lost in their seconds per call.
+    fast = tuple(peer for peer in ALL_PEERS if peer.huge)
+    slow = tuple(peer for peer in ALL_PEERS if peer.bulk and not peer.huge)
     if "W1" in only:
         spec = {
             "workload": "W1",
@@ -334,20 +350,13 @@ def run(servers: Servers, plan: Plan, only: set[str]) -> list[dict[str, Any]]:
             continue
         for size in plan.sizes:
             spec = {"workload": workload, "kind": kind, "n": size // 8}
-            # The peers that move arrays as buffers take turns, a transfer
-            # each per round; the JSON peers, 10-100 times slower, each
-            # measure alone (a round with them would last minutes), with no
-            # untimed transfer first: the first touch of fresh pages, 0.2-0.3 s
-            # (see _interleaved_transfers), is lost in their seconds per call.
-            fast = tuple(peer for peer in ALL_PEERS if peer.huge)
             by_peer = {
                 row["peer"]: row
                 for row in _interleaved_transfers(servers, fast, spec, plan.transfer_rounds)
             }
-            for peer in ALL_PEERS:
-                if peer.bulk and not peer.huge:
-                    slow = {**spec, "reps": plan.reps, "budget": plan.rep_budget}
-                    by_peer[peer.name] = _safely(servers, peer, slow, 600)
+            alone = {**spec, "reps": plan.reps, "budget": plan.rep_budget}
+            for peer in slow:
+                by_peer[peer.name] = _safely(servers, peer, alone, 600)
             rows += [by_peer[peer.name] for peer in ALL_PEERS if peer.name in by_peer]
     if "W5" in only:
         for kind in ("download", "upload"):
