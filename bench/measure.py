@@ -91,9 +91,7 @@ def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str
     for an async client, one task per instance on the one event loop."""
     if all(isinstance(peer, AsyncPeer) for peer in peers):
         return _concurrent_tasks(cast(list[AsyncPeer], peers), count, duration)
-    done = [0] * len(peers)
-    failed = [0] * len(peers)
-    latencies: list[list[float]] = [[] for _ in peers]
+    tally = _Tally(len(peers))
     start = threading.Barrier(len(peers) + 1)
     deadline = [0.0]
 
@@ -107,7 +105,7 @@ def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str
                 right = peer.add(i, index) == i + index
             except Exception:
                 right = False
-            _tally(index, right, before, done, failed, latencies)
+            tally.count(index, right, before)
 
     threads = [threading.Thread(target=run, args=(i, p), daemon=True) for i, p in enumerate(peers)]
     for thread in threads:
@@ -117,14 +115,12 @@ def concurrent_calls(peers: list[Peer], count: int, duration: float) -> dict[str
     start.wait()
     for thread in threads:
         thread.join(duration + 60)
-    return _concurrent_result(done, failed, latencies, time.perf_counter() - started)
+    return tally.result(time.perf_counter() - started)
 
 
 def _concurrent_tasks(peers: list[AsyncPeer], count: int, duration: float) -> dict[str, Any]:
     """W2 as an asyncio program makes concurrent calls: a task per client."""
-    done = [0] * len(peers)
-    failed = [0] * len(peers)
-    latencies: list[list[float]] = [[] for _ in peers]
+    tally = _Tally(len(peers))
 
     async def run(index: int, peer: AsyncPeer, deadline: float) -> None:
         for i in range(count):
@@ -135,45 +131,43 @@ def _concurrent_tasks(peers: list[AsyncPeer], count: int, duration: float) -> di
                 right = await peer.add_async(i, index) == i + index
             except Exception:
                 right = False
-            _tally(index, right, before, done, failed, latencies)
+            tally.count(index, right, before)
 
     async def all_clients(deadline: float) -> None:
         await asyncio.gather(*(run(index, peer, deadline) for index, peer in enumerate(peers)))
 
     started = time.perf_counter()
     peers[0].loop.run_until_complete(all_clients(started + duration))
-    return _concurrent_result(done, failed, latencies, time.perf_counter() - started)
+    return tally.result(time.perf_counter() - started)
 
 
-def _tally(
-    index: int,
-    right: bool,
-    before: float,
-    done: list[int],
-    failed: list[int],
-    latencies: list[list[float]],
-) -> None:
-    """Count client ``index``'s call, started at ``before``, as done or failed."""
-    if right:
-        done[index] += 1
-    else:
-        failed[index] += 1
-    latencies[index].append(time.perf_counter() - before)
+class _Tally:
+    """W2's counts, one slot per client, so that no two clients write one slot."""
 
+    def __init__(self, clients: int) -> None:
+        self.done = [0] * clients
+        self.failed = [0] * clients
+        self.latencies: list[list[float]] = [[] for _ in range(clients)]
 
-def _concurrent_result(
-    done: list[int], failed: list[int], latencies: list[list[float]], elapsed: float
-) -> dict[str, Any]:
-    merged = [latency for each in latencies for latency in each]
-    return {
-        "clients": len(done),
-        "calls": sum(done),
-        "errors": sum(failed),
-        "calls_per_s": sum(done) / elapsed,
-        "p50_ms": percentile(merged, 0.50) * 1e3,
-        "p99_ms": percentile(merged, 0.99) * 1e3,
-        "latencies": merged,
-    }
+    def count(self, index: int, right: bool, before: float) -> None:
+        """Count client ``index``'s call, started at ``before``, as done or failed."""
+        if right:
+            self.done[index] += 1
+        else:
+            self.failed[index] += 1
+        self.latencies[index].append(time.perf_counter() - before)
+
+    def result(self, elapsed: float) -> dict[str, Any]:
+        merged = [latency for each in self.latencies for latency in each]
+        return {
+            "clients": len(self.done),
+            "calls": sum(self.done),
+            "errors": sum(self.failed),
+            "calls_per_s": sum(self.done) / elapsed,
+            "p50_ms": percentile(merged, 0.50) * 1e3,
+            "p99_ms": percentile(merged, 0.99) * 1e3,
+            "latencies": merged,
+        }
 
 
 def transfer(peer: Peer, direction: str, n: int, reps: int, budget: float) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class AsyncPeer(Peer):
 
     def __init__(self, urls: dict[str, Any]) -> None:
         super().__init__(urls)
-        if AsyncPeer._shared_loop is None or AsyncPeer._shared_loop.is_closed():
+        if AsyncPeer._shared_loop is None:
             AsyncPeer._shared_loop = asyncio.new_event_loop()
         self.loop = AsyncPeer._shared_loop
 

@@ -255,7 +255,9 @@ def _interleaved_transfers(
     43 ms). A row's MB/s is from the median of its transfers; its peaks are
     the highest of all its rounds, the untimed one included (each round
     resets them, on both sides): the loopback socket's two ends make their
-    buffer on a connection's first transfer and reuse it after.
+    buffer on a connection's first transfer and reuse it after. Every row
+    carries the wall time of all the rounds, ``rounds_wall_s``, the same for
+    all of them.
     """
     started = time.monotonic()
     done, failed = _rounds(
@@ -278,7 +280,7 @@ def _interleaved_transfers(
                 "client_peak": max(each["client_peak"] for each in done[peer]),
                 "server_peak": max(peaks) if peaks else None,
             }
-        rows.append(_row(spec, peer, result, rounds=rounds, wall_s=wall))
+        rows.append(_row(spec, peer, result, rounds=rounds, rounds_wall_s=wall))
     return rows
 
 
